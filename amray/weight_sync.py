@@ -1,0 +1,59 @@
+"""Moving the learner's weights into the rollout engines, every step, without touching disk.
+
+Two backends behind one interface, chosen by `sync.backend`:
+- `object_store` (CPU, or any machine): rank 0 of the learner gathers the full state dict,
+  packs it into one flat buffer, puts it in Ray's object store once; every engine reads it
+  (zero-copy on the same node) and reloads in place via the worker's `reload_weights`.
+- `nccl` / `ipc` (GPU): vLLM's own weight-transfer engines (`vllm.distributed.weight_transfer`);
+  the learner's rank 0 broadcasts straight into the engines' GPU memory.
+A sync has a deadline: a hung one raises `WeightSyncTimeout` instead of hanging the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class WeightSyncTimeout(RuntimeError):
+    pass
+
+
+@dataclass
+class PackedWeights:
+    """A state dict as one contiguous byte buffer plus (name, dtype, shape, offset) records."""
+
+    names: list[str]
+    dtypes: list[str]
+    shapes: list[list[int]]
+    offsets: list[int]
+    buffer: np.ndarray  # uint8
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.buffer.nbytes)
+
+
+def pack_weights(named: list[tuple[str, torch.Tensor]]) -> PackedWeights:
+    sizes = [t.numel() * t.element_size() for _, t in named]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist() if sizes else []
+    buffer = np.empty(sum(sizes), dtype=np.uint8)
+    flat = torch.from_numpy(buffer)
+    for (name, t), off, size in zip(named, offsets, sizes):
+        flat[off:off + size].copy_(t.detach().contiguous().view(-1).view(torch.uint8))
+    return PackedWeights([n for n, _ in named], [str(t.dtype).removeprefix("torch.") for _, t in named],
+                         [list(t.shape) for _, t in named], offsets, buffer)
+
+
+def unpack_weights(names: list[str], dtypes: list[str], shapes: list[list[int]], offsets: list[int],
+                   buffer: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Views into `buffer` (uint8), no copies."""
+    out = []
+    for name, dtype, shape, off in zip(names, dtypes, shapes, offsets):
+        dt = getattr(torch, dtype)
+        n = int(np.prod(shape)) if shape else 1
+        nbytes = n * torch.empty((), dtype=dt).element_size()
+        out.append((name, buffer[off:off + nbytes].view(dt).view(shape)))
+    return out
