@@ -119,6 +119,19 @@ class DataConfig:
 
 
 @dataclass
+class DemoConfig:
+    """The synthetic arithmetic task of `jobs/demo.py`."""
+
+    sft_size: int = 2000
+    """SFT examples (worked answers) drawn from the train split."""
+    train_size: int = 4000
+    eval_size: int = 200
+    max_operand: int = 99
+    ops: str = "+-"
+    seed: int = 0
+
+
+@dataclass
 class EvalConfig:
     samples: int = 4
     """pass@1 is averaged over this many samples per problem."""
@@ -159,6 +172,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
     log: LogConfig = field(default_factory=LogConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

@@ -216,6 +216,28 @@ class LearnerRank:
             return None
         return pack_weights(list(sd.items()))
 
+    def init_weight_transfer(self, backend: str, engines: list, master_addr: str, master_port: int,
+                             engine_ranks: int) -> None:
+        """GPU sync through vLLM's own weight-transfer engines; rank 0 is the sender, the other
+        ranks only join the FSDP all-gather of each parameter."""
+        from vllm.distributed.weight_transfer.base import ModuleSource
+        from vllm.distributed.weight_transfer.clients import RayVLLMWeightSyncClient
+        from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+
+        if backend == "nccl":
+            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+            info = NCCLTrainerInitInfo(master_addr, master_port, 1 + engine_ranks, rank=self.rank)
+        elif backend == "ipc":
+            from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
+            info = IPCTrainerInitInfo(rank=self.rank)
+        else:
+            raise ValueError(f"sync.backend={backend!r}: the learner drives only `nccl` or `ipc`")
+        self.transfer = WeightTransferTrainerFactory.trainer_init(
+            info, client=RayVLLMWeightSyncClient(engines), source=ModuleSource(self.model))
+
+    def send_weights(self) -> None:
+        self.transfer.send_weights()
+
     @torch.no_grad()
     def sequence_logprobs(self, token_ids: list[int], start: int = 1, temperature: float = 1.0) -> np.ndarray:
         tokens = torch.tensor([token_ids], dtype=torch.long, device=self.device)
@@ -270,6 +292,13 @@ class LearnerGroup:
         refs = [r.pack_weights.remote() for r in self.ranks]
         ray.get(refs[1:])
         return refs[0]
+
+    def init_weight_transfer(self, backend: str, engines: list, engine_ranks: int) -> None:
+        addr, port = ray.get(self.ranks[0].address.remote())
+        self._all("init_weight_transfer", backend, engines, addr, port, engine_ranks)
+
+    def send_weights(self) -> None:
+        self._all("send_weights")
 
     def sequence_logprobs(self, token_ids: list[int], start: int = 1, temperature: float = 1.0) -> np.ndarray:
         return self._all("sequence_logprobs", token_ids, start, temperature)[0]

@@ -1,0 +1,96 @@
+"""Task rows -> tokenized chat prompts; chat conversations -> SFT rows (assistant tokens only)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from amray.learner import TrainBatch
+from amray.rollout import Prompt
+
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def _ids(encoded: object) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True)
+    return list(encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded)
+
+
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+    return _ids(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt))
+
+
+def prompt_messages(row: dict, system_prompt: str = "") -> list[dict]:
+    """A row's `messages` if it has them, else its `prompt` text as the user turn."""
+    if "messages" in row:
+        messages = [m for m in row["messages"] if m["role"] != "assistant"]
+    elif isinstance(row.get("prompt"), list):
+        messages = list(row["prompt"])
+    else:
+        messages = [{"role": "user", "content": str(row["prompt"])}]
+    if system_prompt and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def build_prompts(tokenizer, rows: list[dict], system_prompt: str = "") -> list[Prompt]:
+    return [Prompt(row, chat_ids(tokenizer, prompt_messages(row, system_prompt), True)) for row in rows]
+
+
+def sft_batch(tokenizer, conversations: list[list[dict]]) -> TrainBatch:
+    """Loss on assistant tokens only: each assistant turn's tokens (through its end-of-turn
+    marker) are the span between the prefix-with-generation-prompt and the prefix-with-turn."""
+    tokens, masks = [], []
+    for conv in conversations:
+        full = chat_ids(tokenizer, conv, False)
+        mask = np.zeros(len(full), np.float32)
+        for i, m in enumerate(conv):
+            if m["role"] != "assistant":
+                continue
+            start = len(chat_ids(tokenizer, conv[:i], True))
+            end = len(chat_ids(tokenizer, conv[: i + 1], False))
+            mask[start:end] = 1.0
+        tokens.append(np.asarray(full, np.int64))
+        masks.append(mask)
+    return TrainBatch(tokens, masks)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+class PromptSampler:
+    """Epochs over a prompt set in a seeded random order."""
+
+    def __init__(self, prompts: list[Prompt], seed: int = 0) -> None:
+        if not prompts:
+            raise ValueError("the prompt set is empty")
+        self.prompts, self.rng, self.order = prompts, random.Random(seed), []
+
+    def next(self, n: int) -> list[Prompt]:
+        out = []
+        while len(out) < n:
+            if not self.order:
+                self.order = list(range(len(self.prompts)))
+                self.rng.shuffle(self.order)
+            out.append(self.prompts[self.order.pop()])
+        return out

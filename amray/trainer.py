@@ -1,0 +1,93 @@
+"""The driver: SFT warm start, held-out evaluation, and the GRPO loop of AM-Thinking-v1."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from amray.cluster import Cluster
+from amray.config import Config
+from amray.grpo import group_advantages
+from amray.learner import TrainBatch
+from amray.metrics import MetricsLogger
+from amray.prompts import PromptSampler
+from amray.rollout import Prompt, Rollout, generate_and_score
+
+
+def run_grpo(cfg: Config, cluster: Cluster, sampler: PromptSampler, logger: MetricsLogger,
+             eval_prompts: list[Prompt] | None = None) -> None:
+    """Strict on-policy GRPO: sample -> generate (streamed, scored as samples land) ->
+    group advantages -> one update -> sync weights -> log."""
+    g = cfg.grpo
+    sampling = cluster.engines.sampling()
+    cluster.learners.configure(cfg.trainer.lr, g.steps, cfg.trainer.warmup_steps, cfg.trainer.min_lr_ratio)
+    for step in range(1, g.steps + 1):
+        t0 = time.perf_counter()
+        prompts = sampler.next(g.prompts_per_step)
+        seed = None if cfg.rollout.seed is None else cfg.rollout.seed + step * 1_000_003
+        rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, g.samples_per_prompt, sampling, seed)
+        advantages = group_advantages(torch.from_numpy(rollout.rewards), g.samples_per_prompt,
+                                      torch.from_numpy(rollout.truncated), g.adv_eps, g.zero_truncated).numpy()
+        t1 = time.perf_counter()
+        train = cluster.learners.train_step(rollout.train_batch(advantages), "grpo", sampling["temperature"])
+        t2 = time.perf_counter()
+        sync = cluster.sync_weights()
+        metrics = step_metrics(rollout, advantages, train, sync, t1 - t0, t2 - t1, time.perf_counter() - t0)
+        metrics["weight_version"] = cluster.weight_version
+        if eval_prompts and cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step != g.steps:
+            metrics.update({f"eval/{k}": v for k, v in evaluate(cfg, cluster, eval_prompts).items()})
+        logger.log(step, metrics)
+
+
+def step_metrics(rollout: Rollout, advantages: np.ndarray, train: dict, sync: dict,
+                 rollout_s: float, train_s: float, step_s: float) -> dict[str, float]:
+    lengths = rollout.response_lengths
+    return {
+        "reward/mean": float(rollout.rewards.mean()),
+        "reward/accuracy": float((rollout.rewards >= 1.0).mean()),
+        "response/length_mean": float(lengths.mean()),
+        "response/truncated_frac": float(rollout.truncated.mean()),
+        "group/zero_advantage_frac": float((advantages == 0).mean()),
+        "rollout/tokens_per_s": float(lengths.sum() / max(rollout.generate_s, 1e-9)),
+        "rollout/logprob_mismatch": train["logprob_mismatch"],
+        "train/loss": train["loss"], "train/grad_norm": train["grad_norm"], "train/lr": train["lr"],
+        "train/clip_frac": train["clip_frac"], "train/kl": train["kl"],
+        "train/tokens_per_s": float(train["tokens"] / max(train_s, 1e-9)),
+        "time/generate_s": rollout.generate_s, "time/reward_s": rollout.reward_wait_s,
+        "time/train_s": train_s, "time/sync_s": sync["sync_s"], "time/step_s": step_s,
+    }
+
+
+def evaluate(cfg: Config, cluster: Cluster, prompts: list[Prompt]) -> dict[str, float]:
+    """pass@1 averaged over k samples per problem (and pass@k), through the engines."""
+    e = cfg.eval
+    if e.limit:
+        prompts = prompts[: e.limit]
+    sampling = cluster.engines.sampling(e.temperature, e.top_p, e.max_tokens)
+    rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, e.samples, sampling, seed=12345)
+    correct = (rollout.rewards >= 1.0).reshape(len(prompts), e.samples)
+    return {"accuracy": float(correct.mean()), f"pass@{e.samples}": float(correct.any(axis=1).mean()),
+            "accuracy_stderr": float(correct.mean(axis=1).std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else 0.0,
+            "problems": float(len(prompts)), "response_length": float(rollout.response_lengths.mean()),
+            "truncated_frac": float(rollout.truncated.mean())}
+
+
+def run_sft(cfg: Config, cluster: Cluster, data: TrainBatch, logger: MetricsLogger | None = None) -> list[float]:
+    """Chat SFT on assistant tokens, same learner; syncs the result into the engines."""
+    s = cfg.sft
+    rng = np.random.default_rng(cfg.data.shuffle_seed)
+    steps_per_epoch = max(1, len(data) // s.batch_size)
+    cluster.learners.configure(s.lr, s.epochs * steps_per_epoch, s.warmup_steps, s.min_lr_ratio)
+    losses = []
+    for epoch in range(s.epochs):
+        order = rng.permutation(len(data))
+        for k in range(steps_per_epoch):
+            idx = order[k * s.batch_size:(k + 1) * s.batch_size].tolist()
+            m = cluster.learners.train_step(data.select(idx), "sft")
+            losses.append(m["loss"])
+            if logger is not None:
+                logger.log(-1, {"sft/loss": m["loss"], "sft/epoch": epoch, "sft/lr": m["lr"]}, advance=False)
+    cluster.sync_weights()
+    return losses

@@ -1,0 +1,65 @@
+"""GRPO on a prompt set (AM-Thinking stage 1/2 style), from any local HF model.
+
+    python jobs/grpo.py --config configs/smollm2_cpu.yaml data.train=train.jsonl [key=value ...]
+    ray job submit --working-dir . -- python jobs/grpo.py --config configs/gpu_node_7b.yaml
+
+`data.train` / `data.eval`: JSONL task rows (`id`, `source`, `prompt` or `messages`, and the
+source's ground truth, e.g. `answer` for math). The final model is saved to OUTPUT_DIR/model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from amray.cluster import Cluster, init_ray  # noqa: E402
+from amray.config import parse_cli, to_dict  # noqa: E402
+from amray.metrics import MetricsLogger, plot_curves  # noqa: E402
+from amray.models import resolve_model  # noqa: E402
+from amray.prompts import PromptSampler, build_prompts, read_jsonl  # noqa: E402
+from amray.trainer import evaluate, run_grpo  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, _ = parse_cli(argv, __doc__)
+    if not cfg.data.train:
+        raise SystemExit("data.train is not set: give a JSONL of task rows, e.g. data.train=train.jsonl")
+    t0 = time.time()
+    out = Path(cfg.log.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    init_ray(cfg)
+    model_dir = str(resolve_model(cfg.model.path, cfg.model.cache_dir))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    train = build_prompts(tokenizer, read_jsonl(cfg.data.train), cfg.data.system_prompt)
+    held_out = build_prompts(tokenizer, read_jsonl(cfg.data.eval), cfg.data.system_prompt) if cfg.data.eval else None
+    cluster = Cluster(cfg, model_dir)
+    logger = MetricsLogger(cfg.log, cfg.grpo.steps, to_dict(cfg))
+    summary: dict = {}
+    try:
+        if held_out:
+            summary["accuracy_before"] = evaluate(cfg, cluster, held_out)["accuracy"]
+        run_grpo(cfg, cluster, PromptSampler(train, cfg.data.shuffle_seed), logger, held_out)
+        if held_out:
+            after = evaluate(cfg, cluster, held_out)
+            summary["accuracy_after"] = after["accuracy"]
+            logger.log(cfg.grpo.steps, {f"eval/{k}": v for k, v in after.items()}, advance=False)
+        cluster.learners.save(str(out / "model"))
+    finally:
+        logger.close()
+        cluster.shutdown()
+    plot_curves(out / "metrics.jsonl", out / "curves.png")
+    summary.update(wall_s=round(time.time() - t0, 1), steps=cfg.grpo.steps, model_out=str(out / "model"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
