@@ -200,10 +200,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
-    return _build(Config, raw, "", base if base is not None else Config())
+    return build_section(Config, raw, "", base if base is not None else Config())
 
 
-def _build(cls: type, raw: dict, prefix: str, default: object) -> object:
+def build_section(cls: type, raw: dict, prefix: str, default: object) -> object:
+    """Validate a raw mapping into dataclass `cls` (keys under `prefix` in messages)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -220,7 +221,7 @@ def _build(cls: type, raw: dict, prefix: str, default: object) -> object:
         key = prefix + f.name
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            values[f.name] = _build(tp, raw[f.name], key + ".", current)
+            values[f.name] = build_section(tp, raw[f.name], key + ".", current)
         else:
             values[f.name] = _coerce(raw[f.name], tp, key)
     return cls(**values)

@@ -9,30 +9,27 @@ from __future__ import annotations
 import random
 
 
-def arithmetic_rows(n: int, seed: int, max_operand: int = 99, ops: str = "+-") -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
-        op = rng.choice(ops)
-        value = {"+": a + b, "-": a - b, "*": a * b}[op]
-        rows.append({"id": f"arith-{seed}-{i}", "source": "math", "prompt": f"What is {a} {op} {b}?",
-                     "answer": str(value)})
-    return rows
+def _row(i: int, a: int, op: str, b: int, seed: int) -> dict:
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    return {"id": f"arith-{seed}-{i}", "source": "math", "prompt": f"What is {a} {op} {b}?", "answer": str(value)}
 
 
 def arithmetic_split(n_train: int, n_eval: int, seed: int = 0, max_operand: int = 99,
                      ops: str = "+-") -> tuple[list[dict], list[dict]]:
-    """Disjoint train / held-out splits (held-out questions never appear in train)."""
-    pool = arithmetic_rows(4 * (n_train + n_eval), seed, max_operand, ops)
-    seen: dict[str, dict] = {}
-    for row in pool:
-        seen.setdefault(row["prompt"], row)
-    unique = list(seen.values())
-    if len(unique) < n_train + n_eval:
-        raise ValueError(f"only {len(unique)} distinct questions with max_operand={max_operand}; "
+    """Disjoint train / held-out splits of `a op b` questions, 0 <= a, b <= max_operand:
+    no held-out question appears in train."""
+    space = (max_operand + 1) ** 2 * len(ops)
+    if n_train + n_eval > space:
+        raise ValueError(f"only {space} distinct questions with max_operand={max_operand} and ops={ops!r}; "
                          f"asked for {n_train} train + {n_eval} held-out")
-    return unique[:n_train], unique[n_train:n_train + n_eval]
+    rng = random.Random(seed)
+    picked = rng.sample(range(space), n_train + n_eval)  # distinct question indices
+    rows = []
+    for i, k in enumerate(picked):
+        k, op_index = divmod(k, len(ops))
+        a, b = divmod(k, max_operand + 1)
+        rows.append(_row(i, a, ops[op_index], b, seed))
+    return rows[:n_train], rows[n_train:]
 
 
 def solution_text(row: dict) -> str:
