@@ -41,6 +41,34 @@ class Sample:
         return self.finish_reason == "length"
 
 
+def engine_args(model_dir: str, cfg: RolloutConfig, weight_transfer: str = "", index: int = 0):
+    """vLLM engine arguments of a rollout engine (also used by benchmarks to build the same
+    engine outside Ray)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    extra = {}
+    if weight_transfer:
+        from vllm.config.weight_transfer import WeightTransferConfig
+        extra["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
+    return AsyncEngineArgs(
+        model=model_dir,
+        dtype=cfg.dtype,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_model_len=cfg.max_model_len,
+        enforce_eager=cfg.enforce_eager,
+        seed=(cfg.seed or 0) + index,
+        # Logprobs of the distribution actually sampled from (after temperature/top-p),
+        # which is what the learner's importance ratio is computed against.
+        logprobs_mode="processed_logprobs",
+        worker_extension_cls="amray.engine.WorkerExtension",
+        disable_log_stats=True,
+        **extra,
+    )
+
+
 class WorkerExtension:
     """Mixed into vLLM's worker (via `worker_extension_cls`); runs inside the engine process."""
 
@@ -64,29 +92,9 @@ class RolloutEngine:
     def __init__(self, model_dir: str, cfg: RolloutConfig, weight_transfer: str = "", index: int = 0) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        extra = {}
-        if weight_transfer:
-            from vllm.config.weight_transfer import WeightTransferConfig
-            extra["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
-        args = AsyncEngineArgs(
-            model=model_dir,
-            dtype=cfg.dtype,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            max_model_len=cfg.max_model_len,
-            enforce_eager=cfg.enforce_eager,
-            seed=(cfg.seed or 0) + index,
-            # Logprobs of the distribution actually sampled from (after temperature/top-p),
-            # which is what the learner's importance ratio is computed against.
-            logprobs_mode="processed_logprobs",
-            worker_extension_cls="amray.engine.WorkerExtension",
-            disable_log_stats=True,
-            **extra,
-        )
-        self.llm = AsyncLLM.from_engine_args(args)
+        self.llm = AsyncLLM.from_engine_args(engine_args(model_dir, cfg, weight_transfer, index))
         self.version = 0
         import vllm
         self.backend = f"vllm {vllm.__version__}"
