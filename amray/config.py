@@ -38,7 +38,7 @@ class RolloutConfig:
     """Response budget; a response cut here is `truncated` and gets zero advantage."""
     stop: list[str] = field(default_factory=list)
     seed: int | None = 0
-    """Base sampling seed (sample i of a step uses seed + i); None samples unseeded."""
+    """Seed of engine i is seed + i (sampling is reproducible per engine); None: 0."""
     dtype: str = "float32"
     gpu_memory_utilization: float = 0.3
     kv_cache_gib: int = 1
@@ -116,6 +116,23 @@ class DataConfig:
     """JSONL of chat rows (`messages`) for the SFT warm start."""
     system_prompt: str = ""
     shuffle_seed: int = 0
+    ledger: str = ""
+    """Difficulty ledger directory (jobs/pass_rate.py, `python -m amray.ledger`). When set, the
+    prompts are `train` filtered by the rule of `ledger_stage`, and every GRPO step appends its
+    per-prompt pass rates to it."""
+    ledger_stage: int = 1
+    """1: keep 0 < pass rate < 1 under the SFT model. 2: `train` is stage 1's prompt set, minus
+    what stage 1's rollouts solved 100%. Also the stage this run's rollouts are recorded as."""
+    ledger_model: str = ""
+    """Whose ledger records select (stage 2: stage 1's model.path); empty: the only one recorded."""
+    chat: str = ""
+    """Chat rows added to a ledger selection (AM-Thinking stage 2)."""
+    chat_count: int = 0
+    """Rows drawn from `chat` (0: all of them; AM-Thinking: 15000)."""
+    ifeval: str = ""
+    """Instruction-following rows added to a ledger selection (AM-Thinking stage 2)."""
+    ifeval_count: int = 0
+    """Rows drawn from `ifeval` (0: all of them; AM-Thinking: 5000)."""
 
 
 @dataclass

@@ -108,7 +108,11 @@ class EnginePool:
 
 def generate_and_score(engines: EnginePool, rewards: RewardPool, prompts: list[Prompt], n: int,
                        sampling: dict, seed: int | None = None) -> Rollout:
-    """n samples per prompt; each sample is scored as soon as it lands."""
+    """n samples per prompt; each sample is scored as soon as it lands.
+
+    `seed` seeds each request (seed + its index). Leave it None in training: the engines are
+    seeded at start (rollout.seed), and vLLM 0.32's CPU runner crashes ("CPU Generator does not
+    use offset") when a per-request-seeded request is caught in a chunked prefill."""
     t0 = time.perf_counter()
     pending = {}
     for p_idx, prompt in enumerate(prompts):

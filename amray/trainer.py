@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ import torch
 from amray.cluster import Cluster
 from amray.config import Config
 from amray.grpo import group_advantages
+from amray.ledger import record_rollout
 from amray.learner import TrainBatch
 from amray.metrics import MetricsLogger
 from amray.prompts import PromptSampler
@@ -26,8 +28,10 @@ def run_grpo(cfg: Config, cluster: Cluster, sampler: PromptSampler, logger: Metr
     for step in range(1, g.steps + 1):
         t0 = time.perf_counter()
         prompts = sampler.next(g.prompts_per_step)
-        seed = None if cfg.rollout.seed is None else cfg.rollout.seed + step * 1_000_003
-        rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, g.samples_per_prompt, sampling, seed)
+        rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, g.samples_per_prompt, sampling)
+        if cfg.data.ledger:  # per-prompt pass rates: the next stage's selection reads them
+            record_rollout(cfg.data.ledger, rollout, cfg.model.path, cluster.weight_version, cfg.data.ledger_stage,
+                           Path(cfg.log.output_dir).name)
         advantages = group_advantages(torch.from_numpy(rollout.rewards), g.samples_per_prompt,
                                       torch.from_numpy(rollout.truncated), g.adv_eps, g.zero_truncated).numpy()
         t1 = time.perf_counter()
@@ -66,7 +70,7 @@ def evaluate(cfg: Config, cluster: Cluster, prompts: list[Prompt]) -> dict[str, 
     if e.limit:
         prompts = prompts[: e.limit]
     sampling = cluster.engines.sampling(e.temperature, e.top_p, e.max_tokens)
-    rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, e.samples, sampling, seed=12345)
+    rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, e.samples, sampling)
     correct = (rollout.rewards >= 1.0).reshape(len(prompts), e.samples)
     return {"accuracy": float(correct.mean()), f"pass@{e.samples}": float(correct.any(axis=1).mean()),
             "accuracy_stderr": float(correct.mean(axis=1).std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else 0.0,
