@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amray.cluster import Cluster, init_ray  # noqa: E402
-from amray.config import parse_cli, to_dict  # noqa: E402
+from amray.config import DataConfig, parse_cli, to_dict  # noqa: E402
+from amray.ledger import select_prompt_set  # noqa: E402
 from amray.metrics import MetricsLogger, plot_curves  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
-from amray.prompts import PromptSampler, build_prompts, read_jsonl  # noqa: E402
+from amray.prompts import PromptSampler, build_prompts, read_jsonl, write_jsonl  # noqa: E402
 from amray.trainer import evaluate, run_grpo  # noqa: E402
 
 
@@ -32,16 +33,17 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     out = Path(cfg.log.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows, selection = train_rows(cfg.data, out)
     init_ray(cfg)
     model_dir = str(resolve_model(cfg.model.path, cfg.model.cache_dir))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    train = build_prompts(tokenizer, read_jsonl(cfg.data.train), cfg.data.system_prompt)
+    train = build_prompts(tokenizer, rows, cfg.data.system_prompt)
     held_out = build_prompts(tokenizer, read_jsonl(cfg.data.eval), cfg.data.system_prompt) if cfg.data.eval else None
     cluster = Cluster(cfg, model_dir)
     logger = MetricsLogger(cfg.log, cfg.grpo.steps, to_dict(cfg))
-    summary: dict = {}
+    summary: dict = {"selection": selection} if selection else {}
     try:
         if held_out:
             summary["accuracy_before"] = evaluate(cfg, cluster, held_out)["accuracy"]
@@ -59,6 +61,23 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def train_rows(d: DataConfig, out: Path) -> tuple[list[dict], dict | None]:
+    """`data.train`, or with `data.ledger` its selection for `data.ledger_stage` (saved as
+    OUTPUT_DIR/prompts.jsonl: the run's prompt set, and stage 2's `data.train`)."""
+    if not d.ledger:
+        if d.chat or d.ifeval:
+            raise SystemExit("data.chat / data.ifeval are added to a ledger selection: set data.ledger too")
+        return read_jsonl(d.train), None
+    try:
+        selection = select_prompt_set(d.ledger, d.train, d.ledger_stage, d.ledger_model or None, None, d.chat,
+                                      d.chat_count, d.ifeval, d.ifeval_count, d.shuffle_seed)
+    except ValueError as e:  # LedgerError, or a pool file or row that cannot be read
+        raise SystemExit(f"error: {e}") from e
+    write_jsonl(out / "prompts.jsonl", selection.rows)
+    print(f"prompt set from ledger {d.ledger}: {selection.report}")
+    return selection.rows, selection.report
 
 
 if __name__ == "__main__":
