@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     sft_rows = train_rows[: d.sft_size]
     conversations = [[*prompt_messages(r, cfg.data.system_prompt), {"role": "assistant", "content": solution_text(r)}]
                      for r in sft_rows]
-    train_prompts = build_prompts(tokenizer, train_rows[d.sft_size:] or train_rows, cfg.data.system_prompt)
+    train_prompts = build_prompts(tokenizer, train_rows, cfg.data.system_prompt)
     eval_prompts = build_prompts(tokenizer, eval_rows, cfg.data.system_prompt)
 
     cluster = Cluster(cfg, model_dir)
