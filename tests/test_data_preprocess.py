@@ -96,6 +96,7 @@ def test_every_rule_drops_exactly_its_row(tmp_path: Path) -> None:
     assert rep["eval_queries"] == {"math500.jsonl": 500, "gsm8k_test.jsonl": 1319, "codeforces_test.json": 408}
 
 
+@needs_evaldata
 def test_switched_off_rules_let_rows_through(tmp_path: Path) -> None:
     rows = [r for r in dirty_rows() if r["id"] in ("proof", "url", "keep-choice", "exact_duplicate", "keep-math")]
     next(r for r in rows if r["id"] == "proof")["answer"] = "1"  # else `no_answer` drops it
