@@ -27,8 +27,9 @@ def init_ray(cfg: Config) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1), include_dashboard=False,
-                 runtime_env=env)
+        # address="local": a fresh local Ray, never a stray cluster someone left running
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1),
+                 include_dashboard=False, runtime_env=env)
 
 
 def sync_backend(cfg: Config) -> str:
