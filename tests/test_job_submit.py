@@ -21,13 +21,21 @@ def ray_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subpro
                           env=env or ENV)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_demo_job_under_ray_job_submit(tmp_path):
-    port = 26379
+    port, dashboard = free_port(), free_port()
     assert ray_cli("get-auth-token", "--generate").returncode == 0
-    started = ray_cli("start", "--head", f"--port={port}", "--num-cpus=8", "--dashboard-port=28265",
+    started = ray_cli("start", "--head", f"--port={port}", "--num-cpus=8", f"--dashboard-port={dashboard}",
                       "--include-dashboard=true", "--disable-usage-stats")
     assert started.returncode == 0, started.stderr[-2000:]
-    env = dict(ENV, RAY_ADDRESS="http://127.0.0.1:28265")
+    env = dict(ENV, RAY_ADDRESS=f"http://127.0.0.1:{dashboard}")
     out = tmp_path / "demo"
     try:
         deadline = time.time() + 60
