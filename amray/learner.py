@@ -80,14 +80,13 @@ def token_logprobs(model: torch.nn.Module, tokens: torch.Tensor, attn: torch.Ten
 @ray.remote
 class LearnerRank:
     def __init__(self, rank: int, world_size: int, model_dir: str, cfg: TrainerConfig, grpo: GRPOConfig,
-                 master_addr: str = "", master_port: int = 0) -> None:
+                 ) -> None:
         self.rank, self.world_size, self.cfg, self.grpo = rank, world_size, cfg, grpo
         self.model_dir = model_dir
         self.device = torch.device("cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu")
         self.backend = cfg.backend if cfg.backend != "auto" else ("nccl" if self.device.type == "cuda" else "gloo")
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        self.master = (master_addr, master_port)
 
     def address(self) -> tuple[str, int]:
         """Rank 0 picks the rendezvous address for the process group."""

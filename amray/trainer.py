@@ -12,7 +12,7 @@ from amray.cluster import Cluster
 from amray.config import Config
 from amray.grpo import group_advantages
 from amray.ledger import record_rollout
-from amray.learner import TrainBatch
+from amray.learner import LearnerGroup, TrainBatch
 from amray.metrics import MetricsLogger
 from amray.prompts import PromptSampler
 from amray.rollout import Prompt, Rollout, generate_and_score
@@ -78,20 +78,26 @@ def evaluate(cfg: Config, cluster: Cluster, prompts: list[Prompt]) -> dict[str, 
             "truncated_frac": float(rollout.truncated.mean())}
 
 
-def run_sft(cfg: Config, cluster: Cluster, data: TrainBatch, logger: MetricsLogger | None = None) -> list[float]:
-    """Chat SFT on assistant tokens, same learner; syncs the result into the engines."""
+def sft_epochs(cfg: Config, learners: LearnerGroup, data: TrainBatch, logger: MetricsLogger | None = None) -> list[float]:
+    """Chat SFT on assistant tokens (shuffled epochs, one update per batch); returns the losses."""
     s = cfg.sft
     rng = np.random.default_rng(cfg.data.shuffle_seed)
     steps_per_epoch = max(1, len(data) // s.batch_size)
-    cluster.learners.configure(s.lr, s.epochs * steps_per_epoch, s.warmup_steps, s.min_lr_ratio)
+    learners.configure(s.lr, s.epochs * steps_per_epoch, s.warmup_steps, s.min_lr_ratio)
     losses = []
     for epoch in range(s.epochs):
         order = rng.permutation(len(data))
         for k in range(steps_per_epoch):
             idx = order[k * s.batch_size:(k + 1) * s.batch_size].tolist()
-            m = cluster.learners.train_step(data.select(idx), "sft")
+            m = learners.train_step(data.select(idx), "sft")
             losses.append(m["loss"])
             if logger is not None:
-                logger.log(-1, {"sft/loss": m["loss"], "sft/epoch": epoch, "sft/lr": m["lr"]}, advance=False)
+                logger.log(len(losses), {"sft/loss": m["loss"], "sft/epoch": epoch, "sft/lr": m["lr"]}, advance=False)
+    return losses
+
+
+def run_sft(cfg: Config, cluster: Cluster, data: TrainBatch, logger: MetricsLogger | None = None) -> list[float]:
+    """SFT warm start on the cluster's learners, then sync the result into the engines."""
+    losses = sft_epochs(cfg, cluster.learners, data, logger)
     cluster.sync_weights()
     return losses

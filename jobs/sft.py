@@ -21,6 +21,7 @@ from amray.learner import LearnerGroup  # noqa: E402
 from amray.metrics import MetricsLogger  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
 from amray.prompts import read_jsonl, sft_batch  # noqa: E402
+from amray.trainer import sft_epochs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,26 +42,14 @@ def main(argv: list[str] | None = None) -> dict:
     data = sft_batch(AutoTokenizer.from_pretrained(model_dir), [r["messages"] for r in rows])
     learners = LearnerGroup(model_dir, cfg.trainer, cfg.grpo)
     logger = MetricsLogger(cfg.log, 0, to_dict(cfg))
-    s = cfg.sft
-    import numpy as np
-
-    steps_per_epoch = max(1, len(data) // s.batch_size)
-    learners.configure(s.lr, s.epochs * steps_per_epoch, s.warmup_steps, s.min_lr_ratio)
-    rng = np.random.default_rng(cfg.data.shuffle_seed)
-    step = 0
     try:
-        for epoch in range(s.epochs):
-            order = rng.permutation(len(data))
-            for k in range(steps_per_epoch):
-                m = learners.train_step(data.select(order[k * s.batch_size:(k + 1) * s.batch_size].tolist()), "sft")
-                step += 1
-                logger.log(step, {"sft/loss": m["loss"], "sft/lr": m["lr"], "sft/epoch": epoch}, advance=False)
+        losses = sft_epochs(cfg, learners, data, logger)
         out = Path(cfg.log.output_dir) / "model"
         learners.save(str(out))
     finally:
         logger.close()
         learners.shutdown()
-    summary = {"steps": step, "final_loss": m["loss"], "model_out": str(out), "wall_s": round(time.time() - t0, 1)}
+    summary = {"steps": len(losses), "final_loss": losses[-1], "model_out": str(out), "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(summary, indent=2))
     return summary
 
