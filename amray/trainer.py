@@ -10,6 +10,7 @@ import torch
 
 from amray.cluster import Cluster
 from amray.config import Config
+from amray.evaluation.harness import BenchmarkTask, evaluate_benchmarks
 from amray.grpo import group_advantages
 from amray.ledger import record_rollout
 from amray.learner import LearnerGroup, TrainBatch
@@ -19,9 +20,11 @@ from amray.rollout import Prompt, Rollout, generate_and_score
 
 
 def run_grpo(cfg: Config, cluster: Cluster, sampler: PromptSampler, logger: MetricsLogger,
-             eval_prompts: list[Prompt] | None = None) -> None:
+             eval_prompts: list[Prompt] | None = None, benchmarks: list[BenchmarkTask] | None = None) -> None:
     """Strict on-policy GRPO: sample -> generate (streamed, scored as samples land) ->
-    group advantages -> one update -> sync weights -> log."""
+    group advantages -> one update -> sync weights -> log. Every `eval.every_steps` steps the
+    held-out prompts are evaluated, and the `benchmarks` (prepared by `evaluation.harness.prepare_tasks`)
+    are run and logged as `eval/<benchmark>/pass@1` etc.; the benchmarks run after the last step too."""
     g = cfg.grpo
     sampling = cluster.engines.sampling()
     cluster.learners.configure(cfg.trainer.lr, g.steps, cfg.trainer.warmup_steps, cfg.trainer.min_lr_ratio)
@@ -40,8 +43,11 @@ def run_grpo(cfg: Config, cluster: Cluster, sampler: PromptSampler, logger: Metr
         sync = cluster.sync_weights()
         metrics = step_metrics(rollout, advantages, train, sync, t1 - t0, t2 - t1, time.perf_counter() - t0)
         metrics["weight_version"] = cluster.weight_version
-        if eval_prompts and cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step != g.steps:
+        due = bool(cfg.eval.every_steps) and step % cfg.eval.every_steps == 0
+        if eval_prompts and due and step != g.steps:  # the caller evaluates after the last step
             metrics.update({f"eval/{k}": v for k, v in evaluate(cfg, cluster, eval_prompts).items()})
+        if benchmarks and (due or step == g.steps):
+            metrics.update(evaluate_benchmarks(cluster.engines, cluster.rewards, benchmarks, cfg.eval.samples))
         logger.log(step, metrics)
 
 

@@ -5,6 +5,8 @@
 
 `data.train` / `data.eval`: JSONL task rows (`id`, `source`, `prompt` or `messages`, and the
 source's ground truth, e.g. `answer` for math). The final model is saved to OUTPUT_DIR/model.
+With `eval.benchmarks=gsm8k,math500 eval.data_dir=DIR` those benchmarks (see jobs/evaluate.py) are
+run every `eval.every_steps` steps and after the last, logged as `eval/gsm8k/pass@1` etc.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     train = build_prompts(tokenizer, rows, cfg.data.system_prompt)
     held_out = build_prompts(tokenizer, read_jsonl(cfg.data.eval), cfg.data.system_prompt) if cfg.data.eval else None
+    benchmarks = benchmark_tasks(cfg, tokenizer)  # every row checked before anything starts
     cluster = Cluster(cfg, model_dir)
     logger = MetricsLogger(cfg.log, cfg.grpo.steps, to_dict(cfg))
     summary: dict = {"selection": selection} if selection else {}
     try:
         if held_out:
             summary["accuracy_before"] = evaluate(cfg, cluster, held_out)["accuracy"]
-        run_grpo(cfg, cluster, PromptSampler(train, cfg.data.shuffle_seed), logger, held_out)
+        run_grpo(cfg, cluster, PromptSampler(train, cfg.data.shuffle_seed), logger, held_out, benchmarks)
         if held_out:
             after = evaluate(cfg, cluster, held_out)
             summary["accuracy_after"] = after["accuracy"]
@@ -61,6 +64,22 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def benchmark_tasks(cfg, tokenizer) -> list | None:
+    """`eval.benchmarks` ready to run (problems loaded and checked, prompts tokenized), or None."""
+    if not cfg.eval.benchmarks:
+        return None
+    if not cfg.eval.data_dir:
+        raise SystemExit("eval.benchmarks is set but eval.data_dir is not: give the directory of the benchmark files")
+    from amray.evaluation.benchmarks import BenchmarkError, parse_names
+    from amray.evaluation.harness import load_problems, prepare_tasks
+
+    try:
+        problems = load_problems(parse_names(cfg.eval.benchmarks), cfg.eval.data_dir, cfg.bench, cfg.eval.limit)
+        return prepare_tasks(problems, tokenizer, cfg.eval, cfg.bench, cfg.rollout.max_model_len, cfg.data.system_prompt)
+    except BenchmarkError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 def train_rows(d: DataConfig, out: Path) -> tuple[list[dict], dict | None]:

@@ -36,3 +36,20 @@ def test_bad_value_is_named():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
     load_config(path)
+
+
+def test_benchmark_settings_lists_and_dates(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("eval:\n  benchmarks: [gsm8k, math500]\nbench:\n  livecodebench:\n    date_from: 2024-10-01\n")
+    cfg = load_config(f, ["bench.gsm8k.max_tokens=1024"])
+    assert cfg.eval.benchmarks == ["gsm8k", "math500"]
+    assert cfg.bench.livecodebench.date_from == "2024-10-01"  # YAML's date, kept as its text
+    assert cfg.bench.gsm8k.max_tokens == 1024 and cfg.bench.math500.max_tokens is None
+    assert load_config(None, ["eval.benchmarks=gsm8k, aime2024"]).eval.benchmarks == ["gsm8k", "aime2024"]
+    with pytest.raises(ConfigError, match=r"bench\.livecodebench\.date_to: '2024-02-30' is not a date"):
+        load_config(None, ["bench.livecodebench.date_to=2024-02-30"])
+    f.write_text("bench:\n  livecodebench:\n    date_from: 2024-13-01\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=r"unknown config key bench\.gsm9k"):
+        load_config(None, ["bench.gsm9k.max_tokens=1"])

@@ -1,0 +1,82 @@
+"""Scores per benchmark: pass@1 averaged over the K samples of each problem, its standard error
+across problems, pass@K, response length and truncation; written as samples.jsonl + summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from amray.evaluation.harness import ScoredSample
+from amray.prompts import write_jsonl
+
+
+def summarize(samples: list[ScoredSample]) -> dict[str, dict]:
+    """{benchmark: metrics}. A sample passes when its reward is 1 (every source scores 0/1 here)."""
+    groups: dict[str, dict[str, list[ScoredSample]]] = defaultdict(lambda: defaultdict(list))
+    for s in samples:
+        groups[s.benchmark][str(s.problem_id)].append(s)
+    summary = {}
+    for name, problems in groups.items():
+        ks = {len(v) for v in problems.values()}
+        if len(ks) != 1:
+            raise ValueError(f"{name}: problems have different sample counts {sorted(ks)}")
+        k = ks.pop()
+        passed = np.array([[s.reward >= 1.0 for s in sorted(v, key=lambda s: s.sample)] for v in problems.values()])
+        per_problem = passed.mean(axis=1)  # pass@1 of each problem, averaged over its k samples
+        flat = [s for v in problems.values() for s in v]
+        tokens = [s.response_tokens for s in flat if s.response_tokens is not None]
+        truncated = [s.truncated for s in flat if s.truncated is not None]
+        summary[name] = {
+            "pass@1": float(per_problem.mean()),
+            "pass@1_stderr": float(per_problem.std(ddof=1) / math.sqrt(len(per_problem))) if len(per_problem) > 1 else 0.0,
+            "pass@k": float(passed.any(axis=1).mean()),
+            "k": k,
+            "problems": len(per_problem),
+            "mean_response_tokens": float(np.mean(tokens)) if len(tokens) == len(flat) else None,
+            "mean_response_chars": float(np.mean([len(s.response) for s in flat])),
+            "truncation_rate": float(np.mean(truncated)) if len(truncated) == len(flat) else None,
+            "scoring_errors": sum("error" in s.reward_info for s in flat),
+        }
+    return summary
+
+
+def flat_metrics(summary: dict[str, dict], prefix: str = "eval") -> dict[str, float]:
+    """`eval/<benchmark>/pass@1`, `.../pass@<k>`, `.../response_tokens`, `.../truncation_rate`."""
+    out: dict[str, float] = {}
+    for name, m in summary.items():
+        out[f"{prefix}/{name}/pass@1"] = m["pass@1"]
+        if m["k"] > 1:
+            out[f"{prefix}/{name}/pass@{m['k']}"] = m["pass@k"]
+        for key, short in (("mean_response_tokens", "response_tokens"), ("truncation_rate", "truncation_rate")):
+            if m[key] is not None:
+                out[f"{prefix}/{name}/{short}"] = m[key]
+    return out
+
+
+def format_table(summary: dict[str, dict]) -> str:
+    """One line per benchmark: problems, K, pass@1 ± stderr (%), pass@K (%), tokens, truncation."""
+    header = f"{'benchmark':<14} {'problems':>8} {'K':>3} {'pass@1 (%)':>15} {'pass@K (%)':>10} {'tokens':>8} {'trunc %':>8} {'errors':>6}"
+    lines = [header, "-" * len(header)]
+    for name, m in summary.items():
+        tokens = "-" if m["mean_response_tokens"] is None else f"{m['mean_response_tokens']:.0f}"
+        trunc = "-" if m["truncation_rate"] is None else f"{100 * m['truncation_rate']:.1f}"
+        score = f"{100 * m['pass@1']:.1f} ± {100 * m['pass@1_stderr']:.1f}"
+        lines.append(f"{name:<14} {m['problems']:>8} {m['k']:>3} {score:>15} {100 * m['pass@k']:>10.1f} "
+                     f"{tokens:>8} {trunc:>8} {m['scoring_errors']:>6}")
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str | Path, samples: list[ScoredSample], summary: dict[str, dict],
+                  run_info: dict | None = None) -> Path:
+    """OUT/samples.jsonl (every sample) and OUT/summary.json ({"benchmarks": ..., run info})."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "samples.jsonl", [s.to_dict() for s in samples])
+    path = out / "summary.json"
+    path.write_text(json.dumps({**(run_info or {}), "benchmarks": summary}, indent=2))
+    return path
