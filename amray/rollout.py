@@ -5,6 +5,7 @@ moment it finishes, while the other samples are still generating.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,8 +108,10 @@ class EnginePool:
 
 
 def generate_and_score(engines: EnginePool, rewards: RewardPool, prompts: list[Prompt], n: int,
-                       sampling: dict, seed: int | None = None) -> Rollout:
-    """n samples per prompt; each sample is scored as soon as it lands.
+                       sampling: dict, seed: int | None = None,
+                       on_samples: Callable[[int], None] | None = None) -> Rollout:
+    """n samples per prompt; each sample is scored as soon as it lands (`on_samples(count)` is
+    told how many landed each time some do: a progress bar for long evaluations).
 
     `seed` seeds each request (seed + its index). Leave it None in training: the engines are
     seeded at start (rollout.seed), and vLLM 0.32's CPU runner crashes ("CPU Generator does not
@@ -131,6 +134,8 @@ def generate_and_score(engines: EnginePool, rewards: RewardPool, prompts: list[P
             k = p_idx * n + s_idx
             samples[k] = sample
             reward_refs[k] = rewards.submit(dict(prompts[p_idx].row, response=sample.text))
+        if on_samples is not None:
+            on_samples(len(done))
     generate_s = time.perf_counter() - t0
     results = ray.get(reward_refs)
     reward_wait_s = time.perf_counter() - t0 - generate_s

@@ -102,7 +102,15 @@ def generate_samples(engines: EnginePool, rewards: RewardPool, tasks: list[Bench
     for task in tasks:
         t0 = time.perf_counter()
         sampling = engines.sampling(task.temperature, task.top_p, task.max_tokens)
-        rollout = generate_and_score(engines, rewards, task.prompts, k, sampling)
+        bar = None
+        if log:  # a long benchmark (GSM8K: 1319 problems) shows how far it got
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(task.prompts) * k, desc=task.name, unit="sample", mininterval=10)
+        rollout = generate_and_score(engines, rewards, task.prompts, k, sampling,
+                                     on_samples=bar.update if bar is not None else None)
+        if bar is not None:
+            bar.close()
         for i, sample in enumerate(rollout.samples):
             problem = task.problems[sample.prompt_index]
             out.append(ScoredSample(task.name, problem.problem_id, sample.sample_index, sample.text,
