@@ -148,6 +148,10 @@ class DemoConfig:
     max_operand: int = 99
     ops: str = "+-"
     seed: int = 0
+    sft_unboxed_frac: float = 0.0
+    """Share of SFT answers written without \\boxed{} ("The answer is 7."): format noise of the kind
+    distilled SFT data carries. The math reward scores such an answer 0, so GRPO has to learn the
+    format the verifier reads as well as the arithmetic."""
 
 
 @dataclass

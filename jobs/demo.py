@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> dict:
     d = cfg.demo
     train_rows, eval_rows = arithmetic_split(d.train_size, d.eval_size, d.seed, d.max_operand, d.ops)
     sft_rows = train_rows[: d.sft_size]
-    conversations = [[*prompt_messages(r, cfg.data.system_prompt), {"role": "assistant", "content": solution_text(r)}]
-                     for r in sft_rows]
+    unboxed = set(random.Random(d.seed).sample(range(len(sft_rows)), round(d.sft_unboxed_frac * len(sft_rows))))
+    conversations = [[*prompt_messages(r, cfg.data.system_prompt),
+                      {"role": "assistant", "content": solution_text(r, boxed=i not in unboxed)}]
+                     for i, r in enumerate(sft_rows)]
     train_prompts = build_prompts(tokenizer, train_rows, cfg.data.system_prompt)
     eval_prompts = build_prompts(tokenizer, eval_rows, cfg.data.system_prompt)
 

@@ -44,6 +44,6 @@ def arithmetic_split(n_train: int, n_eval: int, seed: int = 0, max_operand: int 
     return rows[:n_train], rows[n_train:]
 
 
-def solution_text(row: dict) -> str:
-    """The SFT target: the boxed value."""
-    return f"The answer is \\boxed{{{row['answer']}}}."
+def solution_text(row: dict, boxed: bool = True) -> str:
+    """The SFT target: the value, boxed (what the math reward reads) unless `boxed` is False."""
+    return f"The answer is \\boxed{{{row['answer']}}}." if boxed else f"The answer is {row['answer']}."
