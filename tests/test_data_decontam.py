@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from amray.data.decontam import Decontaminator, load_eval_queries
 from amray.data.preprocess import main
 from amray.data.rows import DataError
 
-EVALDATA = Path(os.environ.get("AMRAY_EVALDATA", Path(__file__).resolve().parents[2] / "shared" / "evaldata"))
+from evaldata_path import EVALDATA  # noqa: E402
 pytestmark = pytest.mark.skipif(not EVALDATA.is_dir(), reason=f"eval sets not found at {EVALDATA}")
 
 # Reworded AMC 2023 problem 1 (cosine 0.87 to the original, no 13 words in a row in common).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from amray.data.preprocess import main
 from amray.data.rows import DataError
 
-EVALDATA = Path(os.environ.get("AMRAY_EVALDATA", Path(__file__).resolve().parents[2] / "shared" / "evaldata"))
+from evaldata_path import EVALDATA  # noqa: E402
 needs_evaldata = pytest.mark.skipif(not EVALDATA.is_dir(), reason=f"eval sets not found at {EVALDATA}")
 
 MARBLES = ("A bag contains 5 red marbles, 7 blue marbles and 8 green marbles. Two marbles are drawn at random "

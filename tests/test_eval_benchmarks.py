@@ -16,7 +16,7 @@ from amray.evaluation.config import load_eval_config, sampling_for
 from amray.evaluation.harness import ScoredSample
 from amray.evaluation.report import flat_metrics, format_table, summarize
 
-EVALDATA = Path("/work/shared/evaldata")
+from evaldata_path import EVALDATA  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 needs_data = pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present")
 

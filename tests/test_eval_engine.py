@@ -19,7 +19,7 @@ from amray.models import build_tiny_model
 from amray.rewards.pool import RewardPool
 from amray.rollout import EnginePool
 
-EVALDATA = Path("/work/shared/evaldata")
+from evaldata_path import EVALDATA  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present")
 CONTEXT = 4096  # LiveCodeBench prompts run to ~1.5k tokens with the tiny byte-level tokenizer

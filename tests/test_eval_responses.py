@@ -14,7 +14,7 @@ import pytest
 
 from amray.prompts import write_jsonl
 
-EVALDATA = Path("/work/shared/evaldata")
+from evaldata_path import EVALDATA  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present"),
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")]

@@ -14,7 +14,7 @@ from amray.data.arithmetic import arithmetic_split
 from amray.metrics import read_metrics
 from amray.prompts import write_jsonl
 
-EVALDATA = Path("/work/shared/evaldata")
+from evaldata_path import EVALDATA  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 needs_evaldata = pytest.mark.skipif(not EVALDATA.is_dir(), reason=f"eval sets not found at {EVALDATA}")
 

@@ -12,7 +12,7 @@ import pytest
 from amray.rewards import RewardConfig, score_row
 from amray.rewards.code import extract_code, same_output, livecodebench_tests
 
-EVALDATA = Path("/work/shared/evaldata")
+from evaldata_path import EVALDATA  # noqa: E402
 CONFIG = RewardConfig(timeout_s=20.0)
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 needs_data = pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present")

@@ -10,7 +10,8 @@ import pytest
 from amray.rewards import score_row
 from amray.rewards.ifeval import check_instructions
 
-IFEVAL = Path("/work/shared/evaldata/ifeval_input_data.jsonl")
+from evaldata_path import EVALDATA  # noqa: E402
+IFEVAL = EVALDATA / "ifeval_input_data.jsonl"
 ESSAY = ("The river moved slowly through the valley. Farmers watched the water rise in spring. "
          "Children played near the banks every summer. The town grew around the old stone bridge.")
 
