@@ -45,9 +45,9 @@ def main() -> None:
     sampling = {"temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "ignore_eos": True}
     total_tokens = args.prompts * args.samples * args.max_tokens
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     pool = EnginePool(model_dir, cfg)
-    ray.get([pool.submit(p, 0, 0, sampling, 0) for p in prompts[:2]])  # warm up
+    ray.get([pool.submit(p, 0, 0, sampling, None) for p in prompts[:2]])  # warm up
     amray_s = []
     for _ in range(args.repeats):
         t = time.perf_counter()
