@@ -79,8 +79,7 @@ def token_logprobs(model: torch.nn.Module, tokens: torch.Tensor, attn: torch.Ten
 
 @ray.remote
 class LearnerRank:
-    def __init__(self, rank: int, world_size: int, model_dir: str, cfg: TrainerConfig, grpo: GRPOConfig,
-                 ) -> None:
+    def __init__(self, rank: int, world_size: int, model_dir: str, cfg: TrainerConfig, grpo: GRPOConfig) -> None:
         self.rank, self.world_size, self.cfg, self.grpo = rank, world_size, cfg, grpo
         self.model_dir = model_dir
         self.device = torch.device("cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu")

@@ -11,6 +11,7 @@ import torch
 from amray.cluster import Cluster
 from amray.config import Config
 from amray.evaluation.harness import BenchmarkTask, evaluate_benchmarks
+from amray.evaluation.report import pass_stats
 from amray.grpo import group_advantages
 from amray.ledger import record_rollout
 from amray.learner import LearnerGroup, TrainBatch
@@ -77,9 +78,8 @@ def evaluate(cfg: Config, cluster: Cluster, prompts: list[Prompt]) -> dict[str, 
         prompts = prompts[: e.limit]
     sampling = cluster.engines.sampling(e.temperature, e.top_p, e.max_tokens)
     rollout = generate_and_score(cluster.engines, cluster.rewards, prompts, e.samples, sampling)
-    correct = (rollout.rewards >= 1.0).reshape(len(prompts), e.samples)
-    return {"accuracy": float(correct.mean()), f"pass@{e.samples}": float(correct.any(axis=1).mean()),
-            "accuracy_stderr": float(correct.mean(axis=1).std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else 0.0,
+    accuracy, stderr, pass_k = pass_stats((rollout.rewards >= 1.0).reshape(len(prompts), e.samples))
+    return {"accuracy": accuracy, f"pass@{e.samples}": pass_k, "accuracy_stderr": stderr,
             "problems": float(len(prompts)), "response_length": float(rollout.response_lengths.mean()),
             "truncated_frac": float(rollout.truncated.mean())}
 

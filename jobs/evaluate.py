@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None, engines=None) -> dict:
     t0 = time.time()
     overrides = list(args.overrides) + ([f"model.path={args.model}"] if args.model else [])
     try:
-        cfg, bench = load_eval_config(args.config, overrides)
+        cfg = load_eval_config(args.config, overrides)
+        bench = cfg.bench
         k = args.samples or cfg.eval.samples
         limit = cfg.eval.limit if args.limit is None else args.limit
         responses = None

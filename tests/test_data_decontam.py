@@ -13,8 +13,8 @@ from amray.data.decontam import Decontaminator, load_eval_queries
 from amray.data.preprocess import main
 from amray.data.rows import DataError
 
-from evaldata_path import EVALDATA  # noqa: E402
-pytestmark = pytest.mark.skipif(not EVALDATA.is_dir(), reason=f"eval sets not found at {EVALDATA}")
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
+pytestmark = needs_evaldata
 
 # Reworded AMC 2023 problem 1 (cosine 0.87 to the original, no 13 words in a row in common).
 REWORDED_AMC = ("Alicia and Beth live 45 miles apart and bike toward each other at 18 and 12 mph. "

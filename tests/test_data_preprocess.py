@@ -13,8 +13,7 @@ import pytest
 from amray.data.preprocess import main
 from amray.data.rows import DataError
 
-from evaldata_path import EVALDATA  # noqa: E402
-needs_evaldata = pytest.mark.skipif(not EVALDATA.is_dir(), reason=f"eval sets not found at {EVALDATA}")
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 
 MARBLES = ("A bag contains 5 red marbles, 7 blue marbles and 8 green marbles. Two marbles are drawn at random "
            "without replacement. What is the probability that both marbles are the same colour? Express your "

@@ -11,17 +11,16 @@ from pathlib import Path
 import pytest
 
 from amray.config import ConfigError
-from amray.evaluation.benchmarks import REGISTRY, BenchmarkError, load_benchmark, parse_names
+from amray.evaluation.benchmarks import BenchmarkError, load_benchmark, parse_names
 from amray.evaluation.config import load_eval_config, sampling_for
 from amray.evaluation.harness import ScoredSample
 from amray.evaluation.report import flat_metrics, format_table, summarize
 
-from evaldata_path import EVALDATA  # noqa: E402
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-needs_data = pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present")
 
 
-@needs_data
+@needs_evaldata
 @pytest.mark.parametrize("name, count, first_id, source", [
     ("aime2024", 30, 60, "math"), ("aime2025", 30, 0, "math"), ("amc2023", 40, 0, "math"),
     ("math500", 500, "test/precalculus/807.json", "math"), ("gsm8k", 1319, 0, "math"),
@@ -37,7 +36,7 @@ def test_every_benchmark_loads_with_its_own_ids(name: str, count: int, first_id:
     assert len(load_benchmark(name, EVALDATA, limit=3)) == 3
 
 
-@needs_data
+@needs_evaldata
 def test_math_prompts_and_answers_follow_each_file_format() -> None:
     instruction = "Please reason step by step, and put your final answer within \\boxed{}."
     aime25 = load_benchmark("aime2025", EVALDATA)[0].row
@@ -50,7 +49,7 @@ def test_math_prompts_and_answers_follow_each_file_format() -> None:
     assert all("," not in r["answer"] and "####" not in r["answer"] for r in gsm.values())
 
 
-@needs_data
+@needs_evaldata
 def test_livecodebench_prompt_is_the_official_wording() -> None:
     rows = [json.loads(line) for line in (EVALDATA / "livecodebench_v5_public_joined.jsonl").read_text().splitlines()]
     problems = load_benchmark("livecodebench", EVALDATA)
@@ -59,10 +58,10 @@ def test_livecodebench_prompt_is_the_official_wording() -> None:
     assert styles == {"stdin_stdout", "functional"}
 
 
-@needs_data
+@needs_evaldata
 def test_livecodebench_contest_date_window() -> None:
-    _, bench = load_eval_config(None, ["bench.livecodebench.date_from=2024-10-01",
-                                       "bench.livecodebench.date_to=2024-12-31"])
+    bench = load_eval_config(None, ["bench.livecodebench.date_from=2024-10-01",
+                                    "bench.livecodebench.date_to=2024-12-31"]).bench
     dates = {r["question_id"]: r["contest_date"][:10] for r in
              map(json.loads, (EVALDATA / "livecodebench_v5_public_joined.jsonl").read_text().splitlines())}
     kept = load_benchmark("livecodebench", EVALDATA, bench)
@@ -73,8 +72,9 @@ def test_livecodebench_contest_date_window() -> None:
 
 
 def test_sampling_per_benchmark_and_the_rollout_aliases() -> None:
-    cfg, bench = load_eval_config(None, ["rollout.max_tokens=512", "bench.gsm8k.temperature=0.0",
-                                         "bench.aime2024.max_tokens=2048"])
+    cfg = load_eval_config(None, ["rollout.max_tokens=512", "bench.gsm8k.temperature=0.0",
+                                  "bench.aime2024.max_tokens=2048"])
+    bench = cfg.bench
     assert sampling_for("math500", cfg.eval, bench) == (0.6, 0.95, 512)
     assert sampling_for("gsm8k", cfg.eval, bench) == (0.0, 0.95, 512)
     assert sampling_for("aime2024", cfg.eval, bench) == (0.6, 0.95, 2048)

@@ -19,9 +19,9 @@ from amray.models import build_tiny_model
 from amray.rewards.pool import RewardPool
 from amray.rollout import EnginePool
 
-from evaldata_path import EVALDATA  # noqa: E402
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present")
+pytestmark = needs_evaldata
 CONTEXT = 4096  # LiveCodeBench prompts run to ~1.5k tokens with the tiny byte-level tokenizer
 
 sys.path.insert(0, str(ROOT))
@@ -91,7 +91,8 @@ def test_trainer_hook_returns_flat_metrics(engine) -> None:
     model_dir, pool = engine
     from transformers import AutoTokenizer
 
-    cfg, bench = load_eval_config(None, ["eval.max_tokens=6"])
+    cfg = load_eval_config(None, ["eval.max_tokens=6"])
+    bench = cfg.bench
     problems = load_problems(["gsm8k", "ifeval"], EVALDATA, bench, limit=3)
     tasks = prepare_tasks(problems, AutoTokenizer.from_pretrained(str(model_dir)), cfg.eval, bench, CONTEXT)
     with RewardPool(cfg.reward) as rewards:

@@ -14,9 +14,9 @@ import pytest
 
 from amray.prompts import write_jsonl
 
-from evaldata_path import EVALDATA  # noqa: E402
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present"),
+pytestmark = [needs_evaldata,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")]
 
 sys.path.insert(0, str(ROOT))

@@ -14,9 +14,8 @@ from amray.data.arithmetic import arithmetic_split
 from amray.metrics import read_metrics
 from amray.prompts import write_jsonl
 
-from evaldata_path import EVALDATA  # noqa: E402
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-needs_evaldata = pytest.mark.skipif(not EVALDATA.is_dir(), reason=f"eval sets not found at {EVALDATA}")
 
 
 def grpo_job(tmp_path: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:

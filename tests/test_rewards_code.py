@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from amray.rewards import RewardConfig, score_row
 from amray.rewards.code import extract_code, same_output, livecodebench_tests
 
-from evaldata_path import EVALDATA  # noqa: E402
+from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 CONFIG = RewardConfig(timeout_s=20.0)
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
-needs_data = pytest.mark.skipif(not EVALDATA.is_dir(), reason="shared evaldata not present")
 
 
 def code_row(code: str, tests: dict, language: str = "python") -> dict:
@@ -57,7 +55,7 @@ SNAKE_PY = """class Solution:
 
 
 @needs_bwrap
-@needs_data
+@needs_evaldata
 @pytest.mark.parametrize("language, code, reward", [
     ("python", LEAP_PY, 1.0),
     ("cpp", LEAP_CPP, 1.0),
@@ -73,7 +71,7 @@ def test_livecodebench_stdin(language: str, code: str, reward: float) -> None:
 
 
 @needs_bwrap
-@needs_data
+@needs_evaldata
 def test_livecodebench_functional_leetcode_style() -> None:
     problem = lcb_problem("There is a snake in an n x n matrix grid")
     tests = livecodebench_tests(problem["tests"], problem["starter_code"])
@@ -94,7 +92,7 @@ def _jsonl(name: str) -> list[dict]:
 
 
 @needs_bwrap
-@needs_data
+@needs_evaldata
 @pytest.mark.parametrize("index", [0, 10, 32, 53, 120, 163])
 def test_humaneval_canonical_solutions_pass(index: int) -> None:
     task = _jsonl("humaneval.jsonl")[index]
@@ -104,7 +102,7 @@ def test_humaneval_canonical_solutions_pass(index: int) -> None:
 
 
 @needs_bwrap
-@needs_data
+@needs_evaldata
 def test_humaneval_wrong_solution_fails() -> None:
     task = _jsonl("humaneval.jsonl")[0]
     tests = {"asserts": task["test"] + f"\ncheck({task['entry_point']})\n"}
@@ -113,7 +111,7 @@ def test_humaneval_wrong_solution_fails() -> None:
 
 
 @needs_bwrap
-@needs_data
+@needs_evaldata
 @pytest.mark.parametrize("task_id", [11, 17, 100, 256, 400, 510])
 def test_mbpp_reference_solutions_pass(task_id: int) -> None:
     task = next(t for t in _jsonl("mbpp.jsonl") if t["task_id"] == task_id)
@@ -124,7 +122,7 @@ def test_mbpp_reference_solutions_pass(task_id: int) -> None:
 
 
 @needs_bwrap
-@needs_data
+@needs_evaldata
 @pytest.mark.parametrize("index", [0, 50, 199])
 def test_leetcode_check_style_solutions_pass(index: int) -> None:
     problem = json.loads((EVALDATA / "leetcode_test.json").read_text())[index]

@@ -2,7 +2,7 @@
 (AM-Thinking-v1 evaluates at temperature 0.6, top-p 0.95), and the `bench` section below lets one
 benchmark differ (`bench.gsm8k.max_tokens=1024`, `bench.livecodebench.date_from=2024-10-01`).
 
-    cfg, bench = load_eval_config(None, ["rollout.max_model_len=4096", "bench.aime2024.temperature=1.0"])
+    cfg = load_eval_config(None, ["rollout.max_model_len=4096", "bench.aime2024.temperature=1.0"])
 """
 
 from __future__ import annotations
@@ -83,13 +83,12 @@ def bench_problems(bench: BenchConfig) -> list[str]:
     return problems
 
 
-def load_eval_config(path: str | Path | None, overrides: list[str]) -> tuple[Config, BenchConfig]:
-    """The run config (from EVAL_DEFAULTS, then YAML, then dotted overrides) and its `bench` section."""
+def load_eval_config(path: str | Path | None, overrides: list[str]) -> Config:
+    """The run config from EVAL_DEFAULTS, then YAML, then dotted overrides (`bench` is one of its sections)."""
     from amray.config import Config, EvalConfig, load_config
 
     def alias(item: str) -> str:
         key, sep, value = item.partition("=")
         return SAMPLING_ALIASES.get(key.strip(), key.strip()) + sep + value
 
-    cfg = load_config(path, [alias(o) for o in overrides], base=Config(eval=EvalConfig(**EVAL_DEFAULTS)))
-    return cfg, cfg.bench
+    return load_config(path, [alias(o) for o in overrides], base=Config(eval=EvalConfig(**EVAL_DEFAULTS)))

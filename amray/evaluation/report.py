@@ -15,6 +15,14 @@ from amray.evaluation.harness import ScoredSample
 from amray.prompts import write_jsonl
 
 
+def pass_stats(passed: np.ndarray) -> tuple[float, float, float]:
+    """(pass@1 averaged over the k samples of each problem, its standard error across problems,
+    pass@k) of a problems x k matrix of booleans."""
+    per_problem = passed.mean(axis=1)
+    stderr = float(per_problem.std(ddof=1) / math.sqrt(len(per_problem))) if len(per_problem) > 1 else 0.0
+    return float(per_problem.mean()), stderr, float(passed.any(axis=1).mean())
+
+
 def summarize(samples: list[ScoredSample]) -> dict[str, dict]:
     """{benchmark: metrics}. A sample passes when its reward is 1 (every source scores 0/1 here)."""
     groups: dict[str, dict[str, list[ScoredSample]]] = defaultdict(lambda: defaultdict(list))
@@ -27,16 +35,16 @@ def summarize(samples: list[ScoredSample]) -> dict[str, dict]:
             raise ValueError(f"{name}: problems have different sample counts {sorted(ks)}")
         k = ks.pop()
         passed = np.array([[s.reward >= 1.0 for s in sorted(v, key=lambda s: s.sample)] for v in problems.values()])
-        per_problem = passed.mean(axis=1)  # pass@1 of each problem, averaged over its k samples
+        pass1, stderr, pass_k = pass_stats(passed)
         flat = [s for v in problems.values() for s in v]
         tokens = [s.response_tokens for s in flat if s.response_tokens is not None]
         truncated = [s.truncated for s in flat if s.truncated is not None]
         summary[name] = {
-            "pass@1": float(per_problem.mean()),
-            "pass@1_stderr": float(per_problem.std(ddof=1) / math.sqrt(len(per_problem))) if len(per_problem) > 1 else 0.0,
-            "pass@k": float(passed.any(axis=1).mean()),
+            "pass@1": pass1,
+            "pass@1_stderr": stderr,
+            "pass@k": pass_k,
             "k": k,
-            "problems": len(per_problem),
+            "problems": len(passed),
             "mean_response_tokens": float(np.mean(tokens)) if len(tokens) == len(flat) else None,
             "mean_response_chars": float(np.mean([len(s.response) for s in flat])),
             "truncation_rate": float(np.mean(truncated)) if len(truncated) == len(flat) else None,
