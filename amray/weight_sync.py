@@ -3,7 +3,9 @@
 Two backends behind one interface, chosen by `sync.backend`:
 - `object_store` (CPU, or any machine): rank 0 of the learner gathers the full state dict,
   packs it into one flat buffer, puts it in Ray's object store once; every engine reads it
-  (zero-copy on the same node) and reloads in place via the worker's `reload_weights`.
+  (zero-copy on the same node), copies it into a memfd its vLLM worker maps (vLLM's own RPC
+  channel serializes it twice and was 4x slower: the fallback) and reloads in place via the
+  worker's `reload_weights`.
 - `nccl` / `ipc` (GPU): vLLM's own weight-transfer engines (`vllm.distributed.weight_transfer`);
   the learner's rank 0 broadcasts straight into the engines' GPU memory.
 A sync has a deadline: a hung one raises `WeightSyncTimeout` instead of hanging the job.

@@ -4,7 +4,7 @@
 
 For each model size: 2 FSDP2 learner ranks (gloo) and 1 vLLM engine; `Cluster.sync_weights()`
 = gather the full state dict on rank 0, pack it into one buffer, put it in Ray's object store,
-reload it in place in the engine (CPU backend). Reported: seconds per sync, effective GB/s
+hand it to vLLM's worker through a memfd, reload it in place in the engine (CPU backend). Reported: seconds per sync, effective GB/s
 (model bytes / sync seconds), and memcpy GB/s of a buffer the same size (the floor a sync that
 copies the weights a few times can approach).
 """

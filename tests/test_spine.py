@@ -106,3 +106,25 @@ def test_a_hung_sync_raises_instead_of_hanging(run):
     with pytest.raises(WeightSyncTimeout, match="did not finish within"):
         cluster.engines.load_weights(packed, 999, timeout_s=0.0)
     ray.get([e.load_weights.remote(packed, cluster.weight_version) for e in cluster.engines.engines])
+
+
+def test_sync_falls_back_to_vllms_rpc_channel_when_the_memory_file_cannot_be_mapped(run):
+    """Runs last in this module: afterwards the engines sync through the channel."""
+    cfg, cluster, train, _ = run
+
+    def break_stage(engine):
+        # a process that does not exist: the worker's open of /proc/PID/fd/FD fails
+        engine.stage.write = lambda buffer: (2**22 + 1, 3, int(buffer.nbytes))
+        return engine.stage is not None
+
+    assert ray.get([e.__ray_call__.remote(break_stage) for e in cluster.engines.engines]) == [True]
+    seq, start = fixed_sequence(train), len(train[0].token_ids)
+    before = cluster.engines.sequence_logprobs(seq, start)
+    cfg.grpo.steps = 1
+    logger = MetricsLogger(cfg.log, 1)
+    run_grpo(cfg, cluster, PromptSampler(train), logger)
+    logger.close()
+    assert ray.get([e.__ray_call__.remote(lambda engine: engine.stage) for e in cluster.engines.engines]) == [None]
+    engine_lp = cluster.engines.sequence_logprobs(seq, start)
+    np.testing.assert_allclose(engine_lp, cluster.learners.sequence_logprobs(seq, start), atol=2e-3)
+    assert np.abs(engine_lp - before).max() > 1e-4
