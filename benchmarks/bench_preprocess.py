@@ -1,6 +1,6 @@
 """Throughput of `python -m amray.data.preprocess` on synthetic rows, MinHash and embedding reported apart.
 
-    python benchmarks/bench_preprocess.py [--rows 100000] [--embed-rows 5000] [--evaldata DIR]
+    python benchmarks/bench_preprocess.py [--rows 100000] [--embed-rows 5000] [--embedding-dtype auto] [--evaldata DIR]
 
 The command runs end to end (read with datasets, rules, exact + near dedup, exact + 13-gram
 decontamination against every eval file, write) with the embedding stage off; the embedding stage
@@ -83,6 +83,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--embed-rows", type=int, default=5000, help="rows for the embedding stage (0 = all kept)")
+    p.add_argument("--embedding-dtype", default="auto", help="auto, float32 or bfloat16 (decontamination.embedding_dtype)")
     p.add_argument("--evaldata", default=str(ROOT.parent / "shared" / "evaldata"))
     p.add_argument("--cache", default=str(ROOT / ".cache" / "amray" / "embeddings"))
     args = p.parse_args()
@@ -100,7 +101,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         kept = [json.loads(line)["prompt"] for line in out.read_text().splitlines()]
 
-    cfg = DecontaminationConfig(embedding_cache_dir=args.cache)
+    cfg = DecontaminationConfig(embedding_cache_dir=args.cache, embedding_dtype=args.embedding_dtype)
     decon = Decontaminator(evals, cfg)
     sample = kept if args.embed_rows == 0 else kept[:args.embed_rows]
     t0 = time.perf_counter()
@@ -120,6 +121,7 @@ def main() -> None:
         "stage_seconds": sec,
         "minhash_rows_per_s": round(minhash_rows / max(sec["near_duplicate"], 1e-9)),
         "embedding_setup_s (model + eval embeddings or cache)": round(t1 - t0, 1),
+        "embedding_dtype": args.embedding_dtype, "embedding_bf16_pass": decon._embedder.fast,
         "embedding_rows": len(sample), "embedding_hits": len(hits),
         "embedding_rows_per_s": round(len(sample) / (t2 - t1), 1),
         "embedding_s_for_all_kept_rows (extrapolated)": round(len(kept) / (len(sample) / (t2 - t1))),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from amray.data.config import DecontaminationConfig
-from amray.data.decontam import Decontaminator, load_eval_queries
+from amray.data.decontam import Decontaminator, load_eval_queries, normalize
+from amray.data.embed import nearest
 from amray.data.preprocess import main
 from amray.data.rows import DataError
 
@@ -78,3 +79,30 @@ def test_command_reports_embedding_matches(tmp_path: Path, cache_dir: Path) -> N
     assert rep["rejected_by_rule"]["contaminated_embedding"] == 1
     assert [json.loads(line)["id"] for line in (tmp_path / "o.jsonl").read_text().splitlines()] == ["fresh"]
     assert json.loads((tmp_path / "rej.jsonl").read_text())["reject_rule"] == "contaminated_embedding"
+
+
+def test_bfloat16_embeddings_decide_exactly_as_float32(cache_dir: Path) -> None:
+    """The bf16 pass is re-checked in fp32 near the threshold: with the threshold set exactly at a
+    query's fp32 score, where its bf16 score falls on the other side, the decision is still fp32's."""
+    evals = load_eval_queries([EVALDATA / "amc2023.jsonl", EVALDATA / "aime2024.jsonl"])
+    queries = [REWORDED_AMC, SAME_THEME, "How many positive divisors does 2024 have?",
+               "Alicia and Beth bike toward each other from cities 45 miles apart.",
+               "Find the number of ordered pairs of integers (a, b) with a + b = 10 and ab = 21."]
+    base = dict(embedding_cache_dir=str(cache_dir), embedding_dtype="float32")
+    exact = Decontaminator(evals, DecontaminationConfig(**base))
+    exact.semantic(queries)
+    texts = [normalize(q) for q in queries]  # as semantic() embeds them
+    _, fp32 = nearest(exact._embedder.encode(texts, exact=True), exact._embeddings)
+    fast = Decontaminator(evals, DecontaminationConfig(**dict(base, embedding_dtype="bfloat16")))
+    fast.semantic(queries[:1])
+    assert fast._embedder.fast and not exact._embedder.fast
+    _, bf16 = nearest(fast._embedder.encode(texts), fast._embeddings)
+    assert 0 < np.abs(bf16 - fp32).max() < 0.01
+    k = int(np.argmax(fp32 - bf16))  # its bf16 score is below its fp32 score
+    for threshold in (float(fp32[k]), float(fp32[k]) + 1e-6, 0.85):
+        cfg = dict(base, embedding_threshold=threshold)
+        want = set(Decontaminator(evals, DecontaminationConfig(**cfg)).semantic(queries))
+        got = set(Decontaminator(evals, DecontaminationConfig(**dict(cfg, embedding_dtype="bfloat16"))).semantic(queries))
+        assert got == want, threshold
+    assert k in set(Decontaminator(evals, DecontaminationConfig(**dict(base, embedding_threshold=float(fp32[k]),
+                                                                        embedding_dtype="bfloat16"))).semantic(queries))
