@@ -3,7 +3,8 @@ scored by the reward workers the moment it lands; one ledger record per query (p
 response length, model, weight version, time, stage, run).
 
     python jobs/pass_rate.py --input POOL.jsonl --ledger LEDGER_DIR --output-dir runs/pass_rate \\
-        [--samples 16] [--stage 0] [--run NAME] [--limit N] [--chunk 256] [--config FILE] [key=value ...]
+        [--samples 16] [--stage 0] [--run NAME] [--limit N] [--chunk 256] [--responses REFS.jsonl] \\
+        [--config FILE] [key=value ...]
     ray job submit --working-dir . -- python jobs/pass_rate.py --input /data/pool.jsonl --ledger /data/ledger ...
 
 Sampling is the training rollout's (rollout.temperature / top_p / max_tokens): the pass rate is the
@@ -12,6 +13,10 @@ one GRPO will see. The model is model.path, recorded under that name. Records ar
 output directory's name) and model and it measures only the queries still missing. Under `ray job
 submit`, give --input and --ledger as absolute paths the head node sees: relative paths land in the
 job's temporary copy of the working directory. Then: python -m amray.ledger select --stage 1 ...
+
+--responses also appends every sampled response, one row per query (`id`, `responses`, `rewards`,
+`model`, `weight_version`): the reference responses `python -m amray.data.ground_truth
+--references REFS.jsonl` checks the ground truths against.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--run", help="run name recorded (default: the output directory's name)")
     p.add_argument("--limit", type=int, default=0, help="only the first N queries")
     p.add_argument("--chunk", type=int, default=256, help="queries per generation round and ledger append")
+    p.add_argument("--responses", help="append the sampled responses here (JSONL, one row per query: the "
+                                       "reference-response format of amray.data.ground_truth)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--output-dir", help="run directory (log.output_dir): summary.json goes there")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.max_tokens=4096")
@@ -136,6 +143,8 @@ def measure_queries(cfg: Config, args: argparse.Namespace, ledger: Path, queries
             rollout = generate_and_score(engines, rewards, prompts[start:start + args.chunk], k, sampling)
             chunk = measure(rollout, cfg.model.path, version, args.stage, args.run, origin="pass_rate")
             parts.append(str(append(ledger, chunk)))
+            if args.responses:
+                write_responses(args.responses, rollout, cfg.model.path, version)
             records += chunk
             print(f"{start + len(chunk)}/{len(prompts)} queries: mean pass rate "
                   f"{sum(r.pass_rate for r in chunk) / len(chunk):.3f} ({rollout.generate_s:.1f}s)", flush=True)
@@ -144,6 +153,19 @@ def measure_queries(cfg: Config, args: argparse.Namespace, ledger: Path, queries
         if own_engines is not None:
             own_engines.shutdown()
     return records, parts, sampling
+
+
+def write_responses(path: str, rollout, model: str, weight_version: int) -> None:
+    """Append one row per query: its k responses and their rewards (samples are laid out query by
+    query, k each)."""
+    k = len(rollout.samples) // len(rollout.prompts)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for i, prompt in enumerate(rollout.prompts):
+            group = range(i * k, (i + 1) * k)
+            f.write(json.dumps({"id": prompt.row["id"], "responses": [rollout.samples[j].text for j in group],
+                                "rewards": [float(rollout.rewards[j]) for j in group],
+                                "model": model, "weight_version": int(weight_version)}) + "\n")
 
 
 if __name__ == "__main__":

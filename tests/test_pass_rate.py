@@ -50,8 +50,9 @@ def test_pass_rates_land_in_the_ledger_and_a_rerun_resumes(engine, tmp_path: Pat
     rows = tmp_path / "pool.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in [*ROWS, ROWS[0]]))  # a repeated row is one query
     ledger, out = tmp_path / "ledger", tmp_path / "base-sft"
+    refs = tmp_path / "refs.jsonl"
     argv = ["--input", str(rows), "--ledger", str(ledger), "--samples", "3", "--chunk", "2", "--output-dir", str(out),
-            "--stage", "0", f"model.path={model_dir}", "reward.num_workers=1"]
+            "--stage", "0", "--responses", str(refs), f"model.path={model_dir}", "reward.num_workers=1"]
     start = datetime.now(timezone.utc)
     summary = main(argv, engines=pool)
 
@@ -66,6 +67,19 @@ def test_pass_rates_land_in_the_ledger_and_a_rerun_resumes(engine, tmp_path: Pat
             (3, str(model_dir), 0, 0, "base-sft", "pass_rate")
         assert 1 <= r["mean_response_length"] <= 8 and 0 <= r["truncated_frac"] <= 1
         assert start <= r["time"] <= datetime.now(timezone.utc)
+
+    # the sampled responses are reference responses for the ground-truth check
+    sampled = [json.loads(line) for line in refs.read_text().splitlines()]
+    assert [r["id"] for r in sampled] == ["big-sum", "big-product", "short-answer"]
+    assert all(len(r["responses"]) == 3 and r["model"] == str(model_dir) for r in sampled)
+    assert [sum(r["rewards"]) / 3 for r in sampled] == [0.0, 0.0, 1.0]
+    from amray.data.ground_truth import main as check_ground_truth
+    unique = tmp_path / "unique.jsonl"
+    unique.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    report = check_ground_truth(["--input", str(unique), "--references", str(refs),
+                                 "--output", str(tmp_path / "gt.jsonl"), "--report", str(tmp_path / "gt.json")])
+    assert report["references"] == 2 * 3 and report["references_correct"] == 0  # the math rows' 3 responses each
+    assert report["answer_check"]["agrees"] == 0 and report["not_math"] == 1
 
     again = main(argv, engines=pool)  # same run and model: nothing left to measure
     assert (again["measured"], again["already_measured"], again["parts"]) == (0, 3, [])

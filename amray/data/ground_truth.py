@@ -8,7 +8,8 @@ math-verify; where the references' majority answer disagrees, a second judge ans
 if it agrees with the majority the majority's answer replaces the ground truth. Each reference's last
 `\\boxed{}` is compared exactly as the math reward does (`amray.rewards.math.score_math`).
 
-REFS rows: `id` and `responses` (a list) or `response` (one per row, ids may repeat).
+REFS rows: `id` and `responses` (a list) or `response` (one per row, ids may repeat). To sample them
+with the rollout engines: `python jobs/pass_rate.py --input IN --samples K --responses REFS ...`.
 JUDGE rows: `id` and `response` (its last box is used) or `answer`.
 """
 
