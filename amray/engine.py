@@ -118,13 +118,12 @@ class WeightStage:
         import mmap
 
         n = int(buffer.nbytes)
-        if n != self.size:
+        if n != self.size:  # first sync, or a model of another size
             if self.map is not None:
                 self.map.close()
             os.ftruncate(self.fd, n)
-            self.map, self.size = (mmap.mmap(self.fd, n) if n else None), n
-        if n:
-            np.frombuffer(self.map, dtype=np.uint8)[:] = buffer.reshape(-1).view(np.uint8)
+            self.map, self.size = mmap.mmap(self.fd, n), n
+        np.frombuffer(self.map, dtype=np.uint8)[:] = buffer.reshape(-1).view(np.uint8)
         return os.getpid(), self.fd, n
 
     def close(self) -> None:
@@ -197,17 +196,15 @@ class RolloutEngine:
         return version
 
     async def _reload(self, meta: dict, packed: PackedWeights) -> None:
-        sent = False
         if self.stage is not None:
             try:
                 await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *self.stage.write(packed.buffer)))
-                sent = True
+                return
             except Exception as e:  # noqa: BLE001 - the worker could not map it: the channel, for good
                 warnings.warn(f"weight sync through a memory file failed ({e!r}); using vLLM's RPC channel")
                 self.stage.close()
                 self.stage = None
-        if not sent:
-            await self.llm.collective_rpc("amray_reload_weights", args=(meta, packed.buffer.data))
+        await self.llm.collective_rpc("amray_reload_weights", args=(meta, packed.buffer.data))
 
     # --- vLLM weight-transfer protocol (GPU: nccl / ipc), driven by the learner's sender rank.
     async def init_weight_transfer_engine(self, request) -> None:

@@ -71,9 +71,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+def write_jsonl(path: str | Path, rows: list[dict], append: bool = False) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with open(path, "a" if append else "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
 

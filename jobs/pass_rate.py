@@ -34,7 +34,7 @@ from amray.cluster import init_ray  # noqa: E402
 from amray.config import Config, parse_cli  # noqa: E402
 from amray.ledger import PassRate, append, measure, query_id, read_ledger, read_rows  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
-from amray.prompts import build_prompts  # noqa: E402
+from amray.prompts import build_prompts, write_jsonl  # noqa: E402
 from amray.rewards.pool import RewardPool  # noqa: E402
 from amray.rollout import EnginePool, generate_and_score  # noqa: E402
 
@@ -159,13 +159,10 @@ def write_responses(path: str, rollout, model: str, weight_version: int) -> None
     """Append one row per query: its k responses and their rewards (samples are laid out query by
     query, k each)."""
     k = len(rollout.samples) // len(rollout.prompts)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        for i, prompt in enumerate(rollout.prompts):
-            group = range(i * k, (i + 1) * k)
-            f.write(json.dumps({"id": prompt.row["id"], "responses": [rollout.samples[j].text for j in group],
-                                "rewards": [float(rollout.rewards[j]) for j in group],
-                                "model": model, "weight_version": int(weight_version)}) + "\n")
+    write_jsonl(path, [{"id": prompt.row["id"], "responses": [s.text for s in rollout.samples[i * k:(i + 1) * k]],
+                        "rewards": rollout.rewards[i * k:(i + 1) * k].tolist(), "model": model,
+                        "weight_version": int(weight_version)} for i, prompt in enumerate(rollout.prompts)],
+                append=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from amray.metrics import MetricsLogger, plot_curves, read_metrics
 
 
 def test_wandb_offline_records_every_step_beside_metrics_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: any upload would fail
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = LogConfig(output_dir=str(tmp_path), wandb_project="amray-test", progress=False)
