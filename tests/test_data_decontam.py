@@ -106,3 +106,23 @@ def test_bfloat16_embeddings_decide_exactly_as_float32(cache_dir: Path) -> None:
         assert got == want, threshold
     assert k in set(Decontaminator(evals, DecontaminationConfig(**dict(base, embedding_threshold=float(fp32[k]),
                                                                         embedding_dtype="bfloat16"))).semantic(queries))
+
+
+def test_a_decision_does_not_depend_on_the_other_queries_in_the_call(cache_dir: Path) -> None:
+    """Float32 embeds each query alone: with the threshold set exactly at one query's score, that
+    query is kept or dropped the same way alone, in a batch, and in the bf16-first path."""
+    evals = load_eval_queries([EVALDATA / "amc2023.jsonl"])
+    queries = [REWORDED_AMC, SAME_THEME, "Alicia and Beth bike toward each other from cities 45 miles apart.",
+               "How many positive divisors does 2024 have?"]
+    base = dict(embedding_cache_dir=str(cache_dir), embedding_dtype="float32")
+    probe = Decontaminator(evals, DecontaminationConfig(**base))
+    probe.semantic(queries[:1])
+    _, alone = nearest(np.stack([probe._embedder.encode([normalize(q)])[0] for q in queries]), probe._embeddings)
+    _, together = nearest(probe._embedder.encode([normalize(q) for q in queries]), probe._embeddings)
+    np.testing.assert_array_equal(alone, together)  # bitwise: no batch effect at all
+    for k in range(len(queries)):
+        for dtype in ("float32", "bfloat16"):
+            cfg = DecontaminationConfig(**dict(base, embedding_dtype=dtype, embedding_threshold=float(alone[k])))
+            decon = Decontaminator(evals, cfg)
+            assert k in decon.semantic(queries), (k, dtype)  # score == threshold: a match
+            assert 0 in decon.semantic([queries[k]]), (k, dtype)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from amray.data.config import DecontaminationConfig
-from amray.data.rows import DataError, prompt_text, read_records
+from amray.data.records import DataError, read_records
+from amray.data.rows import prompt_text
 
 RECHECK_MARGIN = 0.02
 """bfloat16 cosine scores closer than this to the threshold are recomputed in float32."""
@@ -122,7 +123,8 @@ class Decontaminator:
         best, score = nearest(self._embedder.encode(texts), self._embeddings)
         if self._embedder.fast:
             # bfloat16 scores are within ~0.005 of float32 ones: redo the near-threshold rows in
-            # float32, so every decision is the float32 one at about twice the speed.
+            # float32 (each text alone, as the float32 path embeds it), so every decision is the
+            # one the float32 path makes, whatever else is in the batch, at about twice the speed.
             near = np.nonzero(np.abs(score - self.cfg.embedding_threshold) < RECHECK_MARGIN)[0]
             if len(near):
                 best[near], score[near] = nearest(self._embedder.encode([texts[i] for i in near], exact=True),
@@ -133,7 +135,7 @@ class Decontaminator:
     def _eval_embeddings(self) -> np.ndarray:
         """Embeddings of the eval queries, from the cache when these texts were embedded before."""
         texts = [normalize(e.text) for e in self.evals]
-        key = hashlib.sha256(json.dumps([str(self._embedder.path), self.cfg.embedding_max_tokens, texts]).encode())
+        key = hashlib.sha256(json.dumps(["unbatched", str(self._embedder.path), self.cfg.embedding_max_tokens, texts]).encode())
         cache = Path(self.cfg.embedding_cache_dir) / f"{key.hexdigest()[:32]}.npy" if self.cfg.embedding_cache_dir else None
         if cache is not None and cache.is_file():
             return np.load(cache)
