@@ -2,23 +2,18 @@
 
     cfg = load_config("configs/demo_cpu.yaml", ["trainer.lr=1e-6", "grpo.samples_per_prompt=8"])
 
-Unknown keys and values of the wrong type are rejected with a message naming the key.
+Unknown keys and values of the wrong type are rejected with a message naming the key (the
+machinery is amray/configtree.py, shared with the data tools' config).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from amray.evaluation.config import BenchConfig, bench_problems
+from amray.configtree import ConfigError, apply_overrides, build_section, load_tree, read_yaml, to_dict  # noqa: F401
 from amray.rewards.config import RewardConfig
-
 
 @dataclass
 class ModelConfig:
@@ -191,6 +186,43 @@ class RayConfig:
 
 
 @dataclass
+class BenchmarkSettings:
+    """One benchmark's sampling; a field left empty (null) takes the `eval` section's value."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    """Response budget; generation also stops at rollout.max_model_len (then it counts as truncated)."""
+
+
+@dataclass
+class LiveCodeBenchSettings(BenchmarkSettings):
+    date_from: str = ""
+    """Keep problems whose contest date (YYYY-MM-DD) is on or after this; empty: no lower bound.
+    The v5 public file spans 2024-08-03 .. 2025-01-04."""
+    date_to: str = ""
+    """Keep problems whose contest date is on or before this; empty: no upper bound."""
+
+
+@dataclass
+class BenchConfig:
+    """Per-benchmark settings (the `bench` section). A benchmark without a field here uses `eval`."""
+
+    aime2024: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    aime2025: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    amc2023: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    math500: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    gsm8k: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    livecodebench: LiveCodeBenchSettings = field(default_factory=LiveCodeBenchSettings)
+    humaneval: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    mbpp: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    ifeval: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+
+    def settings(self, name: str) -> BenchmarkSettings:
+        return getattr(self, name, None) or BenchmarkSettings()
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -207,124 +239,25 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: Config | None = None) -> Config:
-    """Defaults <- YAML file <- `a.b=value` overrides (values parsed as YAML scalars)."""
-    raw: dict = {}
-    if path:
-        text = Path(path).read_text()
-        try:
-            raw = yaml.safe_load(text) or {}
-        except (yaml.YAMLError, ValueError) as e:  # ValueError: a date-like value such as 2024-13-01
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. trainer.lr=1e-6")
-        key, value = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {part} is not a section")
-        node[parts[-1]] = _scalar(value)
-    cfg = build_section(Config, raw, "", base if base is not None else Config())
+    """Defaults (or `base`) <- YAML file <- `a.b=value` overrides (values parsed as YAML scalars)."""
+    cfg = load_tree(Config, path, overrides, base)
     for problem in bench_problems(cfg.bench):
         raise ConfigError(problem)
     return cfg
 
 
-def _scalar(text: str) -> object:
-    """An override's value as YAML reads it (1e-6, true, [a, b]); text YAML cannot read stays text."""
-    if not text.strip():
-        return ""
-    try:
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError):  # ValueError: a date-like value such as 2024-13-01
-        return text
-
-
-def build_section(cls: type, raw: dict, prefix: str, default: object) -> object:
-    """Validate a raw mapping into dataclass `cls` (keys under `prefix` in messages)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (valid keys in {prefix.rstrip('.') or 'config'}: {', '.join(sorted(names))})")
-    values = {}
-    for f in dataclasses.fields(cls):
-        current = getattr(default, f.name)
-        if f.name not in raw:
-            values[f.name] = current
-            continue
-        key = prefix + f.name
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            values[f.name] = build_section(tp, raw[f.name], key + ".", current)
-        else:
-            values[f.name] = _coerce(raw[f.name], tp, key)
-    return cls(**values)
-
-
-def _coerce(value: object, tp: object, key: str) -> object:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
+def bench_problems(bench: BenchConfig) -> list[str]:
+    """What is wrong with a `bench` section that its types alone do not catch (a bad date)."""
+    problems = []
+    for key in ("date_from", "date_to"):
+        value = getattr(bench.livecodebench, key)
+        if value:
             try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"config key {key}: {value!r} is not a valid {tp}")
-    if origin in (list, tuple):
-        if origin is list and args == (str,) and isinstance(value, str):  # `a,b` on a command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
-        if origin is tuple and len(args) != len(value) and not (len(args) == 2 and args[1] is Ellipsis):
-            raise ConfigError(f"config key {key}: expected {len(args)} values, got {value!r}")
-        inner = args if origin is tuple else [args[0]] * len(value)
-        out = [_coerce(v, t, key) for v, t in zip(value, inner)]
-        return tuple(out) if origin is tuple else out
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {key}: expected true/false, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-6 (no dot) as a string
-            try:
-                return float(value)
+                datetime.date.fromisoformat(value)
             except ValueError:
-                pass
-        raise ConfigError(f"config key {key}: expected a number, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, datetime.date):  # YAML reads 2024-10-01 as a date; the setting is its text
-            return value.isoformat()
-        raise ConfigError(f"config key {key}: expected a string, got {value!r}")
-    return value
-
-
-def to_dict(cfg: object) -> dict:
-    return dataclasses.asdict(cfg)
+                problems.append(f"config key bench.livecodebench.{key}: {value!r} is not a date YYYY-MM-DD")
+    return problems
 
 
 def parse_cli(argv: list[str] | None, description: str, default_config: str | None = None) -> tuple[Config, "argparse.Namespace"]:

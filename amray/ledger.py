@@ -38,10 +38,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
-    from amray.rollout import Rollout
+    from amray.batch import Rollout
 
-SOLVED = 1.0
-"""A sample passes when its reward reaches 1: the verifier accepted its answer."""
 ORIGINS = ("pass_rate", "rollout")
 
 
@@ -56,7 +54,7 @@ class PassRate:
     query_id: str
     source: str
     pass_rate: float
-    """Share of the k samples with reward >= 1."""
+    """Share of the k samples that passed (amray.batch.passed: reward >= 1)."""
     k: int
     mean_reward: float
     mean_response_length: float
@@ -92,21 +90,18 @@ def query_id(row: dict, where: str) -> str:
 
 def measure(rollout: Rollout, model: str, weight_version: int, stage: int, run: str = "",
             origin: str = "pass_rate") -> list[PassRate]:
-    """One record per prompt of a rollout (its samples are laid out prompt by prompt, k each)."""
+    """One record per group (prompt) of a rollout."""
     if origin not in ORIGINS:
         raise LedgerError(f"origin {origin!r}: use one of {', '.join(ORIGINS)}")
-    n_prompts = len(rollout.prompts)
-    if n_prompts == 0 or len(rollout.samples) % n_prompts:
-        raise LedgerError(f"a rollout of {len(rollout.samples)} samples for {n_prompts} prompts has no k per prompt")
-    k = len(rollout.samples) // n_prompts
-    rewards = rollout.rewards.reshape(n_prompts, k)
-    lengths = rollout.response_lengths.reshape(n_prompts, k)
-    truncated = rollout.truncated.reshape(n_prompts, k)
     now = datetime.now(timezone.utc)
-    return [PassRate(query_id(p.row, f"prompt {i} of the rollout"), str(p.row.get("source", "")),
-                     float((rewards[i] >= SOLVED).mean()), k, float(rewards[i].mean()), float(lengths[i].mean()),
-                     float(truncated[i].mean()), model, int(weight_version), int(stage), run, origin, now)
-            for i, p in enumerate(rollout.prompts)]
+    records = []
+    for g in rollout.groups:
+        if not g.samples:
+            raise LedgerError(f"group {g.id} of the rollout has no samples")
+        records.append(PassRate(query_id(g.prompt.row, f"group {g.id} of the rollout"), str(g.prompt.row.get("source", "")),
+                                g.pass_rate, len(g.samples), float(g.rewards.mean()), float(g.response_lengths.mean()),
+                                float(g.truncated.mean()), model, int(weight_version), int(stage), run, origin, now))
+    return records
 
 
 def append(ledger: str | Path, records: list[PassRate]) -> Path | None:
@@ -202,7 +197,7 @@ def select_prompt_set(ledger: str | Path, pool: str | Path, stage: int, model: s
         raise LedgerError(f"stage {stage}: the ledger selects for stage 1 (0 < p < 1) and stage 2 "
                           "(drop what stage 1 solved 100%)")
     table = read_ledger(ledger)
-    rows = read_rows(pool)
+    rows = read_pool(pool)
     origin, measured_in = ("pass_rate", None) if stage == 1 else ("rollout", 1)
     rates, model = latest_pass_rates(table, origin, model, measured_in, run)
     ids = [query_id(r, f"row {i} of {pool}") for i, r in enumerate(rows, 1)]
@@ -236,7 +231,7 @@ def select_prompt_set(ledger: str | Path, pool: str | Path, stage: int, model: s
 
 def draw(path: str | Path, count: int, source: str, seed: int) -> list[dict]:
     """`count` rows of `path` (0: all), seeded; every row must be of `source`."""
-    rows = read_rows(path)
+    rows = read_pool(path)
     for i, r in enumerate(rows, 1):
         query_id(r, f"row {i} of {path}")
         if r.get("source") != source:
@@ -246,13 +241,14 @@ def draw(path: str | Path, count: int, source: str, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, count) if count else rows
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Task rows of a JSONL / JSON / Parquet file."""
-    from amray.data.rows import read_records  # imports `datasets`: only when a file is read
+def read_pool(path: str | Path) -> list[dict]:
+    """Task rows of a pool or mix-in file (amray.data.records), errors as LedgerError."""
+    from amray.data.records import DataError, read_records
 
-    if not Path(path).is_file():
-        raise LedgerError(f"{path}: no such file")
-    return read_records(path)
+    try:
+        return read_records(path)
+    except DataError as e:
+        raise LedgerError(str(e)) from None
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -274,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ifeval-count", type=int, default=0, help="ifeval rows drawn (0: all; AM-Thinking: 5000)")
     s.add_argument("--seed", type=int, default=0, help="seed of the chat / ifeval draw")
     args = p.parse_args(argv)
-    from amray.data.rows import write_rows
+    from amray.data.records import write_records
 
     try:
         selection = select_prompt_set(args.ledger, args.input, args.stage, args.model, args.run, args.add_chat,
                                       args.chat_count, args.add_ifeval, args.ifeval_count, args.seed)
-        write_rows(args.output, selection.rows)
+        write_records(args.output, selection.rows)
     except ValueError as e:  # LedgerError, DataError (a file or row that cannot be read)
         print(f"error: {e}", file=sys.stderr)
         return 2

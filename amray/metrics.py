@@ -46,6 +46,9 @@ class MetricsLogger:
             self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+            import wandb
+
+            wandb.teardown()  # finish() returns before the service has written the offline run file
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -54,7 +57,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
-    """Training reward per step and held-out accuracy at each evaluation."""
+    """Training reward per step and, at each evaluation, pass@1 of every evaluated task."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,12 +65,16 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path) -> None:
 
     records = read_metrics(metrics_path)
     train = [r for r in records if "reward/mean" in r]
-    evals = [r for r in records if "eval/accuracy" in r]
+    tasks = sorted({k for r in records for k in r if k.startswith("eval/") and k.endswith("/pass@1")})
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot([r["step"] for r in train], [r["reward/mean"] for r in train], marker=".")
     ax[0].set(title="GRPO training reward", xlabel="step", ylabel="mean reward")
-    ax[1].plot([r["step"] for r in evals], [r["eval/accuracy"] for r in evals], marker="o", color="C1")
-    ax[1].set(title="held-out accuracy (pass@1)", xlabel="step", ylabel="accuracy", ylim=(0, 1))
+    for i, key in enumerate(tasks):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        ax[1].plot(*zip(*points), marker="o", color=f"C{i + 1}", label=key.split("/")[1])
+    ax[1].set(title="evaluation pass@1", xlabel="step", ylabel="pass@1", ylim=(0, 1))
+    if tasks:
+        ax[1].legend()
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,15 +1,10 @@
-"""Task rows -> tokenized chat prompts; chat conversations -> SFT rows (assistant tokens only)."""
+"""Task rows -> tokenized chat prompts, and the sampler that draws each step's prompts."""
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
-import numpy as np
-
-from amray.learner import TrainBatch
-from amray.rollout import Prompt
+from amray.batch import Prompt
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -38,44 +33,6 @@ def prompt_messages(row: dict, system_prompt: str = "") -> list[dict]:
 
 def build_prompts(tokenizer, rows: list[dict], system_prompt: str = "") -> list[Prompt]:
     return [Prompt(row, chat_ids(tokenizer, prompt_messages(row, system_prompt), True)) for row in rows]
-
-
-def sft_batch(tokenizer, conversations: list[list[dict]]) -> TrainBatch:
-    """Loss on assistant tokens only: each assistant turn's tokens (through its end-of-turn
-    marker) are the span between the prefix-with-generation-prompt and the prefix-with-turn."""
-    tokens, masks = [], []
-    for conv in conversations:
-        full = chat_ids(tokenizer, conv, False)
-        mask = np.zeros(len(full), np.float32)
-        for i, m in enumerate(conv):
-            if m["role"] != "assistant":
-                continue
-            start = len(chat_ids(tokenizer, conv[:i], True))
-            end = len(chat_ids(tokenizer, conv[: i + 1], False))
-            mask[start:end] = 1.0
-        tokens.append(np.asarray(full, np.int64))
-        masks.append(mask)
-    return TrainBatch(tokens, masks)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: not valid JSON ({e.msg})") from e
-    return rows
-
-
-def write_jsonl(path: str | Path, rows: list[dict], append: bool = False) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a" if append else "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
 
 
 class PromptSampler:

@@ -36,7 +36,7 @@ def main() -> None:
     from amray.data.arithmetic import arithmetic_split
     from amray.models import resolve_model
     from amray.prompts import build_prompts
-    from amray.rollout import EnginePool
+    from amray.engine import EnginePool
 
     model_dir = str(resolve_model(args.model))
     rows, _ = arithmetic_split(args.prompts, 1, seed=3)

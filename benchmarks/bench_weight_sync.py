@@ -61,7 +61,7 @@ def main() -> None:
             model_dir = build_tiny_model(Path(tmp) / name, hidden_size=h, layers=layers, intermediate_size=inter,
                                          heads=heads, kv_heads=kv, vocab_size=vocab)
             cluster = Cluster(cfg, str(model_dir))
-            nbytes = ray.get(cluster.learners.pack_weights_ref()).nbytes
+            nbytes = ray.get(cluster.learners.pack_weights()[0]).nbytes
             cluster.sync_weights()  # warm up
             times, gathers = [], []
             for _ in range(args.repeats):

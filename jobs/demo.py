@@ -17,10 +17,12 @@ sys.path.insert(0, str(ROOT))
 from amray.cluster import Cluster, init_ray  # noqa: E402
 from amray.config import parse_cli, to_dict  # noqa: E402
 from amray.data.arithmetic import arithmetic_split, solution_text  # noqa: E402
+from amray.evaluation.harness import HELDOUT, heldout_task  # noqa: E402
 from amray.metrics import MetricsLogger, plot_curves  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
-from amray.prompts import PromptSampler, build_prompts, prompt_messages, sft_batch  # noqa: E402
-from amray.trainer import evaluate, run_grpo, run_sft  # noqa: E402
+from amray.prompts import PromptSampler, build_prompts, prompt_messages  # noqa: E402
+from amray.sft import run_sft, sft_batch  # noqa: E402
+from amray.trainer import run_grpo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,21 +52,18 @@ def main(argv: list[str] | None = None) -> dict:
         t_sft = time.time()
         sft_losses = run_sft(cfg, cluster, sft_batch(tokenizer, conversations), logger)
         t_sft = time.time() - t_sft
-        before = evaluate(cfg, cluster, eval_prompts)
-        logger.log(0, {f"eval/{k}": v for k, v in before.items()}, advance=False)
-        run_grpo(cfg, cluster, PromptSampler(train_prompts, cfg.data.shuffle_seed), logger, eval_prompts)
-        after = evaluate(cfg, cluster, eval_prompts)
-        logger.log(cfg.grpo.steps, {f"eval/{k}": v for k, v in after.items()}, advance=False)
+        heldout = heldout_task(eval_prompts, cfg.eval, cfg.eval.limit)
+        before, after = run_grpo(cfg, cluster, PromptSampler(train_prompts, cfg.data.shuffle_seed), logger, [heldout])
     finally:
         logger.close()
         cluster.shutdown()
     plot_curves(out / "metrics.jsonl", out / "curves.png")
+    k, name = cfg.eval.samples, f"eval/{HELDOUT}"
     summary = {
-        "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-        "gain": after["accuracy"] - before["accuracy"],
-        f"pass@{cfg.eval.samples}_before": before[f"pass@{cfg.eval.samples}"],
-        f"pass@{cfg.eval.samples}_after": after[f"pass@{cfg.eval.samples}"],
-        "eval_problems": len(eval_prompts), "eval_samples_per_problem": cfg.eval.samples,
+        "accuracy_before": before[f"{name}/pass@1"], "accuracy_after": after[f"{name}/pass@1"],
+        "gain": after[f"{name}/pass@1"] - before[f"{name}/pass@1"],
+        f"pass@{k}_before": before.get(f"{name}/pass@{k}"), f"pass@{k}_after": after.get(f"{name}/pass@{k}"),
+        "eval_problems": len(heldout.problems), "eval_samples_per_problem": k,
         "sft_final_loss": sft_losses[-1], "sft_s": round(t_sft, 1), "grpo_steps": cfg.grpo.steps,
         "wall_s": round(time.time() - t0, 1),
         "learner_workers": cfg.trainer.num_workers, "rollout_engines": cfg.rollout.num_engines,

@@ -32,7 +32,7 @@ from amray.evaluation.harness import (generate_samples, load_problems, match_res
 from amray.evaluation.report import format_table, summarize, write_results  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
 from amray.rewards.pool import RewardPool  # noqa: E402
-from amray.rollout import EnginePool  # noqa: E402
+from amray.engine import EnginePool  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -21,11 +21,13 @@ sys.path.insert(0, str(ROOT))
 
 from amray.cluster import Cluster, init_ray  # noqa: E402
 from amray.config import DataConfig, parse_cli, to_dict  # noqa: E402
+from amray.data.records import DataError, read_records, write_records  # noqa: E402
+from amray.evaluation.harness import HELDOUT, heldout_task  # noqa: E402
 from amray.ledger import select_prompt_set  # noqa: E402
 from amray.metrics import MetricsLogger, plot_curves  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
-from amray.prompts import PromptSampler, build_prompts, read_jsonl, write_jsonl  # noqa: E402
-from amray.trainer import evaluate, run_grpo  # noqa: E402
+from amray.prompts import PromptSampler, build_prompts  # noqa: E402
+from amray.trainer import run_grpo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,23 +44,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     train = build_prompts(tokenizer, rows, cfg.data.system_prompt)
-    held_out = build_prompts(tokenizer, read_jsonl(cfg.data.eval), cfg.data.system_prompt) if cfg.data.eval else None
-    benchmarks = benchmark_tasks(cfg, tokenizer)  # every row checked before anything starts
+    evals = benchmark_tasks(cfg, tokenizer)  # every row checked before anything starts
+    if cfg.data.eval:
+        held_out = build_prompts(tokenizer, read_task_rows(cfg.data.eval), cfg.data.system_prompt)
+        evals.insert(0, heldout_task(held_out, cfg.eval, cfg.eval.limit))
     cluster = Cluster(cfg, model_dir)
     logger = MetricsLogger(cfg.log, cfg.grpo.steps, to_dict(cfg))
     summary: dict = {"selection": selection} if selection else {}
     try:
-        if held_out:
-            summary["accuracy_before"] = evaluate(cfg, cluster, held_out)["accuracy"]
-        run_grpo(cfg, cluster, PromptSampler(train, cfg.data.shuffle_seed), logger, held_out, benchmarks)
-        if held_out:
-            after = evaluate(cfg, cluster, held_out)
-            summary["accuracy_after"] = after["accuracy"]
-            logger.log(cfg.grpo.steps, {f"eval/{k}": v for k, v in after.items()}, advance=False)
+        before, after = run_grpo(cfg, cluster, PromptSampler(train, cfg.data.shuffle_seed), logger, evals)
         cluster.learners.save(str(out / "model"))
     finally:
         logger.close()
         cluster.shutdown()
+    if cfg.data.eval:
+        summary.update(accuracy_before=before[f"eval/{HELDOUT}/pass@1"], accuracy_after=after[f"eval/{HELDOUT}/pass@1"])
     plot_curves(out / "metrics.jsonl", out / "curves.png")
     summary.update(wall_s=round(time.time() - t0, 1), steps=cfg.grpo.steps, model_out=str(out / "model"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -66,10 +66,17 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def benchmark_tasks(cfg, tokenizer) -> list | None:
-    """`eval.benchmarks` ready to run (problems loaded and checked, prompts tokenized), or None."""
+def read_task_rows(path: str) -> list[dict]:
+    try:
+        return read_records(path)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from e
+
+
+def benchmark_tasks(cfg, tokenizer) -> list:
+    """`eval.benchmarks` ready to run (problems loaded and checked, prompts tokenized)."""
     if not cfg.eval.benchmarks:
-        return None
+        return []
     if not cfg.eval.data_dir:
         raise SystemExit("eval.benchmarks is set but eval.data_dir is not: give the directory of the benchmark files")
     from amray.evaluation.benchmarks import BenchmarkError, parse_names
@@ -88,13 +95,13 @@ def train_rows(d: DataConfig, out: Path) -> tuple[list[dict], dict | None]:
     if not d.ledger:
         if d.chat or d.ifeval:
             raise SystemExit("data.chat / data.ifeval are added to a ledger selection: set data.ledger too")
-        return read_jsonl(d.train), None
+        return read_task_rows(d.train), None
     try:
         selection = select_prompt_set(d.ledger, d.train, d.ledger_stage, d.ledger_model or None, None, d.chat,
                                       d.chat_count, d.ifeval, d.ifeval_count, d.shuffle_seed)
     except ValueError as e:  # LedgerError, or a pool file or row that cannot be read
         raise SystemExit(f"error: {e}") from e
-    write_jsonl(out / "prompts.jsonl", selection.rows)
+    write_records(out / "prompts.jsonl", selection.rows)
     print(f"prompt set from ledger {d.ledger}: {selection.report}")
     return selection.rows, selection.report
 

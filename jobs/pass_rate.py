@@ -32,11 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 from amray.cluster import init_ray  # noqa: E402
 from amray.config import Config, parse_cli  # noqa: E402
-from amray.ledger import PassRate, append, measure, query_id, read_ledger, read_rows  # noqa: E402
+from amray.ledger import PassRate, append, measure, query_id, read_ledger, read_pool  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
-from amray.prompts import build_prompts, write_jsonl  # noqa: E402
+from amray.data.records import write_records  # noqa: E402
+from amray.prompts import build_prompts  # noqa: E402
 from amray.rewards.pool import RewardPool  # noqa: E402
-from amray.rollout import EnginePool, generate_and_score  # noqa: E402
+from amray.engine import EnginePool  # noqa: E402
+from amray.rollout import generate_and_score  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None, engines: EnginePool | None = None) -> di
     t0 = time.time()
     ledger = Path(args.ledger).resolve()
     try:
-        queries = unique_queries(read_rows(args.input), args.input, args.limit)
+        queries = unique_queries(read_pool(args.input), args.input, args.limit)
         done = already_measured(ledger, cfg.model.path, args.run)
     except ValueError as e:  # LedgerError, DataError: a file or row that cannot be used
         raise SystemExit(f"error: {e}") from e
@@ -156,13 +158,10 @@ def measure_queries(cfg: Config, args: argparse.Namespace, ledger: Path, queries
 
 
 def write_responses(path: str, rollout, model: str, weight_version: int) -> None:
-    """Append one row per query: its k responses and their rewards (samples are laid out query by
-    query, k each)."""
-    k = len(rollout.samples) // len(rollout.prompts)
-    write_jsonl(path, [{"id": prompt.row["id"], "responses": [s.text for s in rollout.samples[i * k:(i + 1) * k]],
-                        "rewards": rollout.rewards[i * k:(i + 1) * k].tolist(), "model": model,
-                        "weight_version": int(weight_version)} for i, prompt in enumerate(rollout.prompts)],
-                append=True)
+    """Append one row per query: its k responses and their rewards."""
+    write_records(path, [{"id": g.prompt.row["id"], "responses": [s.text for s in g.samples],
+                          "rewards": g.rewards.tolist(), "model": model, "weight_version": int(weight_version)}
+                         for g in rollout.groups], append=True)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from amray.config import parse_cli, to_dict  # noqa: E402
 from amray.learner import LearnerGroup  # noqa: E402
 from amray.metrics import MetricsLogger  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
-from amray.prompts import read_jsonl, sft_batch  # noqa: E402
-from amray.trainer import sft_epochs  # noqa: E402
+from amray.data.records import DataError, read_records  # noqa: E402
+from amray.sft import sft_batch, sft_epochs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,12 +35,15 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = str(resolve_model(cfg.model.path, cfg.model.cache_dir))
     from transformers import AutoTokenizer
 
-    rows = read_jsonl(cfg.data.sft)
+    try:
+        rows = read_records(cfg.data.sft)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from e
     for n, row in enumerate(rows, 1):
         if not isinstance(row.get("messages"), list):
             raise SystemExit(f"{cfg.data.sft} row {n}: field `messages` is missing or not a list")
     data = sft_batch(AutoTokenizer.from_pretrained(model_dir), [r["messages"] for r in rows])
-    learners = LearnerGroup(model_dir, cfg.trainer, cfg.grpo)
+    learners = LearnerGroup(model_dir, cfg.trainer)
     logger = MetricsLogger(cfg.log, 0, to_dict(cfg))
     try:
         losses = sft_epochs(cfg, learners, data, logger)

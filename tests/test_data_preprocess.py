@@ -174,7 +174,7 @@ def test_mixing_repeats_rare_categories(tmp_path: Path) -> None:
     ('{"id": 1, "source": "math", "prompt": "a", "answer": "2"}\n{"id": 1, "source": "math", "prompt": "b", "answer": "2"}\n',
      "row 2 of {path}: id '1' is already used by row 1"),
     ('{"id": 1, "source": "math", "prompt": "a", "answer": "2"}\n{"id": 2, "source": "math", "prompt": "b", "answer": "2"\n',
-     "row 2 (line 2) of {path}: not valid JSON"),
+     "line 2 of {path}: not valid JSON"),
     ('[{"id": 1, "source": "math", "prompt": "a", "answer": "2"},\n {"id": 2, "source": "math", "prompt": "b",]',
      "{path}: not valid JSON at line 2"),
     ('{"id": 1, "source": "math", "prompt": [{"role": "assistant", "content": "hi"}], "answer": "2"}\n',

@@ -13,7 +13,7 @@ import pytest
 from amray.config import ConfigError
 from amray.evaluation.benchmarks import BenchmarkError, load_benchmark, parse_names
 from amray.evaluation.config import load_eval_config, sampling_for
-from amray.evaluation.harness import ScoredSample
+from amray.evaluation.report import ScoredSample
 from amray.evaluation.report import flat_metrics, format_table, summarize
 
 from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
@@ -125,7 +125,7 @@ def test_duplicate_ids_and_broken_json_are_named(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match="amc2023.jsonl row 1: problem id 5 appears twice"):
         load_benchmark("amc2023", tmp_path)
     (tmp_path / "amc2023.jsonl").write_text('{"id": 5, "problem": "p", "answer": 1}\n{"id": 6,\n')
-    with pytest.raises(BenchmarkError, match="amc2023.jsonl line 2: not valid JSON"):
+    with pytest.raises(BenchmarkError, match="line 2 of .*amc2023.jsonl: not valid JSON"):
         load_benchmark("amc2023", tmp_path)
 
 

@@ -17,7 +17,7 @@ from amray.evaluation.harness import evaluate_benchmarks, load_problems, prepare
 from amray.evaluation.config import load_eval_config
 from amray.models import build_tiny_model
 from amray.rewards.pool import RewardPool
-from amray.rollout import EnginePool
+from amray.engine import EnginePool
 
 from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +98,6 @@ def test_trainer_hook_returns_flat_metrics(engine) -> None:
     with RewardPool(cfg.reward) as rewards:
         metrics = evaluate_benchmarks(pool, rewards, tasks, k=2)
     assert set(metrics) == {f"eval/{b}/{m}" for b in ("gsm8k", "ifeval")
-                            for m in ("pass@1", "pass@2", "response_tokens", "truncation_rate")}
+                            for m in ("pass@1", "pass@1_stderr", "pass@2", "response_tokens", "truncation_rate")}
     assert all(isinstance(v, float) for v in metrics.values())
     assert 1.0 <= metrics["eval/gsm8k/response_tokens"] <= 6.0  # eval.max_tokens=6

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from amray.prompts import write_jsonl
+from amray.data.records import write_records as write_jsonl
 
 from evaldata_path import EVALDATA, needs_evaldata  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]

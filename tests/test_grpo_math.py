@@ -1,44 +1,69 @@
 """GRPO math: group normalisation, zero-variance groups, truncation zeroing, clipping, token-mean."""
 
+import numpy as np
+import pytest
 import torch
 
-from amray.grpo import group_advantages, policy_loss
-from amray.learner import micro_batches, warmup_cosine
+from amray.batch import Group, Prompt, Rollout, Sample
+from amray.grpo import group_advantages, policy_loss, rollout_advantages
+from amray.learner import warmup_cosine
+from amray.microbatch import micro_batches
+
+
+def rollout_of(groups: dict[str, list[float]], truncated: dict[str, list[bool]] | None = None) -> Rollout:
+    """A rollout whose groups carry the given rewards (and truncation), in the given order."""
+    out = []
+    for gid, rewards in groups.items():
+        cut = (truncated or {}).get(gid, [False] * len(rewards))
+        samples = [Sample(gid, i, np.arange(2 + i), np.zeros(2 + i, np.float32), "x", "length" if c else "stop", 0)
+                   for i, c in enumerate(cut)]
+        out.append(Group(gid, Prompt({"id": gid}, [1, 2]), samples, np.asarray(rewards, np.float32)))
+    return Rollout(out)
 
 
 def test_group_advantages_normalise_within_each_group():
-    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
-    adv = group_advantages(rewards, group_size=4)
+    adv = rollout_advantages(rollout_of({"a": [1.0, 0.0, 0.0, 0.0], "b": [1.0, 1.0, 0.0, 1.0]}))
     g0 = torch.tensor([1.0, 0.0, 0.0, 0.0])
     expected0 = (g0 - g0.mean()) / (g0.std() + 1e-6)
-    torch.testing.assert_close(adv[:4], expected0)
+    torch.testing.assert_close(torch.from_numpy(adv["a"]), expected0)
     # each group is centred on its own mean, not the batch mean
-    assert abs(float(adv[4:].sum())) < 1e-5 and float(adv[4]) > 0 > float(adv[6])
+    assert abs(float(adv["b"].sum())) < 1e-5 and adv["b"][0] > 0 > adv["b"][2]
+
+
+def test_advantages_follow_group_ids_not_positions():
+    """Groups are addressed by id: reordering the groups of a rollout moves nothing between them."""
+    groups = {"p": [1.0, 0.0, 0.0], "q": [0.0, 0.0, 1.0], "r": [1.0, 1.0, 0.0]}
+    adv = rollout_advantages(rollout_of(groups))
+    shuffled = rollout_of({k: groups[k] for k in ("r", "p", "q")})
+    again = rollout_advantages(shuffled)
+    for gid in groups:
+        np.testing.assert_array_equal(adv[gid], again[gid])
+    batch = shuffled.train_batch(again)  # rows follow the rollout's own group order
+    np.testing.assert_array_equal(batch.advantages, np.concatenate([again["r"], again["p"], again["q"]]))
+    assert [len(t) for t in batch.tokens] == [2 + 2 + i for _ in range(3) for i in range(3)]
 
 
 def test_all_equal_groups_get_exactly_zero():
-    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
-    adv = group_advantages(rewards, group_size=4, eps=1e-12)  # tiny eps: no accidental 0/eps blow-up
-    assert torch.equal(adv[:8], torch.zeros(8))
-    assert float(adv[11]) > 0
+    adv = rollout_advantages(rollout_of({"a": [1.0] * 4, "b": [0.0] * 4, "c": [0.0, 0.0, 0.0, 1.0]}), eps=1e-12)
+    assert np.array_equal(np.concatenate([adv["a"], adv["b"]]), np.zeros(8))  # tiny eps: no 0/eps blow-up
+    assert adv["c"][3] > 0
 
 
 def test_truncated_responses_get_zero_advantage():
     rewards = torch.tensor([0.0, 1.0, 0.0, 1.0])
     truncated = torch.tensor([True, False, False, False])
-    adv = group_advantages(rewards, 4, truncated)
+    adv = group_advantages(rewards, truncated)
     assert adv[0] == 0 and adv[2] < 0 and adv[1] > 0
-    kept = group_advantages(rewards, 4, truncated, zero_truncated=False)
+    kept = group_advantages(rewards, truncated, zero_truncated=False)
     assert kept[0] < 0
+    from_rollout = rollout_advantages(rollout_of({"g": [0.0, 1.0, 0.0, 1.0]}, {"g": [True, False, False, False]}))
+    np.testing.assert_allclose(from_rollout["g"], adv.numpy())
 
 
-def test_rewards_must_fill_whole_groups():
-    try:
-        group_advantages(torch.zeros(6), 4)
-    except ValueError as e:
-        assert "groups of 4" in str(e)
-    else:
-        raise AssertionError("expected ValueError")
+def test_advantages_must_match_their_group():
+    rollout = rollout_of({"a": [1.0, 0.0]})
+    with pytest.raises(ValueError, match="group a: 3 advantages for 2 samples"):
+        rollout.train_batch({"a": np.zeros(3, np.float32)})
 
 
 def test_policy_loss_on_policy_gradient_is_advantage_weighted_logprob():

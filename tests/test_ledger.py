@@ -13,10 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from amray.engine import Sample
+from amray.batch import Group, Prompt, Rollout, Sample
 from amray.ledger import (LedgerError, PassRate, append, latest_pass_rates, main, read_ledger, record_rollout,
                           select_prompt_set)
-from amray.rollout import Prompt, Rollout
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +33,14 @@ def rows_file(path: Path, ids: list[str], source: str = "math") -> Path:
 
 
 def rollout(rewards: dict[str, list[float]], weight_version: int) -> Rollout:
-    """A GRPO step's rollout: k samples per prompt, laid out prompt by prompt, rewards as given."""
-    prompts = [Prompt({"id": q, "source": "math", "prompt": q, "answer": "7"}, [1, 2, 3]) for q in rewards]
-    samples = [Sample(p, s, np.arange(3 + s, dtype=np.int64), np.zeros(3 + s, np.float32), "x", "stop", weight_version)
-               for p, q in enumerate(rewards) for s in range(len(rewards[q]))]
-    flat = np.array([r for q in rewards for r in rewards[q]], np.float32)
-    return Rollout(prompts, samples, flat, [{} for _ in flat], 0.0, 0.0)
+    """A GRPO step's rollout: one group of k samples per prompt, rewards as given."""
+    groups = []
+    for q, rs in rewards.items():
+        samples = [Sample(q, s, np.arange(3 + s, dtype=np.int64), np.zeros(3 + s, np.float32), "x", "stop", weight_version)
+                   for s in range(len(rs))]
+        prompt = Prompt({"id": q, "source": "math", "prompt": q, "answer": "7"}, [1, 2, 3])
+        groups.append(Group(q, prompt, samples, np.array(rs, np.float32), [{} for _ in rs]))
+    return Rollout(groups)
 
 
 def test_two_runs_append_and_each_query_keeps_its_latest_record(tmp_path: Path) -> None:

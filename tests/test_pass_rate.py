@@ -20,7 +20,8 @@ from amray.models import build_tiny_model
 from amray.prompts import build_prompts
 from amray.rewards.config import RewardConfig
 from amray.rewards.pool import RewardPool
-from amray.rollout import EnginePool, generate_and_score
+from amray.engine import EnginePool
+from amray.rollout import generate_and_score
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -49,3 +49,15 @@ def test_a_box_inside_the_thinking_does_not_count() -> None:
     assert score_row(row).reward == 0.0
     assert score_row({**row, "response": "<think>it is \\boxed{3}"}).reward == 0.0  # never answered
     assert score_row(row, RewardConfig(strip_thinking=False)).info["extracted"] == "4"
+
+
+def test_science_rows_from_the_data_tools_score_as_multiple_choice(tmp_path) -> None:
+    """One list of sources: a row the cleaning command accepts as `science` is scored, not refused."""
+    from amray.data.rows import read_rows
+
+    path = tmp_path / "science.jsonl"
+    path.write_text('{"id": "s1", "source": "science", "prompt": "Which gas? (A) O2 (B) N2", "answer": "B"}\n')
+    (row,) = read_rows(path)
+    right = score_row({**row.data, "response": "It is nitrogen. Answer: B"})
+    assert right.reward == 1.0 and "error" not in right.info
+    assert score_row({**row.data, "response": "Answer: A"}).info["verdict"] == "wrong"

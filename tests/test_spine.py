@@ -12,13 +12,13 @@ import ray
 
 from amray.cluster import Cluster, init_ray
 from amray.config import load_config
-from amray.data.arithmetic import arithmetic_split
+from amray.data.arithmetic import arithmetic_split, solution_text
+from amray.evaluation.harness import heldout_task
 from amray.metrics import MetricsLogger, read_metrics
 from amray.models import build_tiny_model
-from amray.prompts import PromptSampler, build_prompts
-from amray.data.arithmetic import solution_text
-from amray.prompts import prompt_messages, sft_batch
-from amray.trainer import evaluate, run_grpo, run_sft
+from amray.prompts import PromptSampler, build_prompts, prompt_messages
+from amray.sft import run_sft, sft_batch
+from amray.trainer import evaluate, grpo_step, run_grpo
 from amray.weight_sync import WeightSyncTimeout
 
 
@@ -55,11 +55,11 @@ def fixed_sequence(prompts) -> list[int]:
 def test_engine_samples_carry_tokens_text_logprobs_and_finish_reason(run):
     cfg, cluster, train, _ = run
     sampling = cluster.engines.sampling()
-    ref = cluster.engines.submit(train[0], 0, 0, dict(sampling, max_tokens=5), seed=7)
+    ref = cluster.engines.submit(train[0], "g", 0, dict(sampling, max_tokens=5), seed=7)
     sample = ray.get(ref)
     assert 0 < len(sample.token_ids) <= 5 and len(sample.logprobs) == len(sample.token_ids)
     assert sample.finish_reason in ("stop", "length") and np.all(sample.logprobs <= 0)
-    again = ray.get(cluster.engines.submit(train[0], 0, 0, dict(sampling, max_tokens=5), seed=7))
+    again = ray.get(cluster.engines.submit(train[0], "g", 0, dict(sampling, max_tokens=5), seed=7))
     assert again.token_ids.tolist() == sample.token_ids.tolist()  # seeded sampling is reproducible
 
 
@@ -71,9 +71,10 @@ def test_grpo_steps_sync_weights_into_engines(run):
     logger = MetricsLogger(cfg.log, cfg.grpo.steps)
     sampler = PromptSampler(train)
     versions, previous = [], before
-    for step in range(3):
-        cfg.grpo.steps = 1
-        run_grpo(cfg, cluster, sampler, logger)
+    for step in range(1, 4):
+        rollout, metrics = grpo_step(cfg, cluster, sampler.next(cfg.grpo.prompts_per_step))
+        logger.log(step, metrics)
+        assert len(rollout.groups) == 4 and all(len(g.samples) == 4 for g in rollout.groups)
         versions.append(cluster.engines.weight_versions())
         engine_lp = cluster.engines.sequence_logprobs(seq, start)
         learner_lp = cluster.learners.sequence_logprobs(seq, start)
@@ -95,17 +96,21 @@ def test_grpo_steps_sync_weights_into_engines(run):
 
 def test_eval_reports_pass_at_1_over_k_samples(run):
     cfg, cluster, _, held_out = run
-    result = evaluate(cfg, cluster, held_out)
-    assert result["problems"] == len(held_out)
-    assert 0.0 <= result["accuracy"] <= result["pass@2"] <= 1.0
+    result = evaluate(cfg, cluster, [heldout_task(held_out, cfg.eval)])
+    assert 0.0 <= result["eval/heldout/pass@1"] <= result["eval/heldout/pass@2"] <= 1.0
+    assert 1.0 <= result["eval/heldout/response_tokens"] <= cfg.eval.max_tokens
 
 
 def test_a_hung_sync_raises_instead_of_hanging(run):
     cfg, cluster, _, _ = run
-    packed = cluster.learners.pack_weights_ref()
-    with pytest.raises(WeightSyncTimeout, match="did not finish within"):
-        cluster.engines.load_weights(packed, 999, timeout_s=0.0)
-    ray.get([e.load_weights.remote(packed, cluster.weight_version) for e in cluster.engines.engines])
+    cluster.transfer.timeout_s = 0.0
+    try:
+        with pytest.raises(WeightSyncTimeout, match="did not finish within"):
+            cluster.sync_weights()
+    finally:
+        cluster.transfer.timeout_s = cfg.sync.timeout_s
+    cluster.sync_weights()  # the next sync completes and every engine serves it
+    assert cluster.engines.weight_versions() == [cluster.weight_version]
 
 
 def test_sync_falls_back_to_vllms_rpc_channel_when_the_memory_file_cannot_be_mapped(run):
@@ -117,14 +122,14 @@ def test_sync_falls_back_to_vllms_rpc_channel_when_the_memory_file_cannot_be_map
         engine.stage.write = lambda buffer: (2**22 + 1, 3, int(buffer.nbytes))
         return engine.stage is not None
 
-    assert ray.get([e.__ray_call__.remote(break_stage) for e in cluster.engines.engines]) == [True]
+    assert ray.get([e.__ray_call__.remote(break_stage) for e in cluster.engines.actors]) == [True]
     seq, start = fixed_sequence(train), len(train[0].token_ids)
     before = cluster.engines.sequence_logprobs(seq, start)
     cfg.grpo.steps = 1
     logger = MetricsLogger(cfg.log, 1)
     run_grpo(cfg, cluster, PromptSampler(train), logger)
     logger.close()
-    assert ray.get([e.__ray_call__.remote(lambda engine: engine.stage) for e in cluster.engines.engines]) == [None]
+    assert ray.get([e.__ray_call__.remote(lambda engine: engine.stage) for e in cluster.engines.actors]) == [None]
     engine_lp = cluster.engines.sequence_logprobs(seq, start)
     np.testing.assert_allclose(engine_lp, cluster.learners.sequence_logprobs(seq, start), atol=2e-3)
     assert np.abs(engine_lp - before).max() > 1e-4

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from amray.data.config import PreprocessConfig, load_preprocess_config
-from amray.data.rows import DataError, write_rows
+from amray.data.records import DataError, write_records
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def config(args: argparse.Namespace) -> PreprocessConfig:
 
 def write_rejects(path: str | None, rejected: list[tuple[dict, str, str]]) -> None:
     if path:
-        write_rows(path, [{**row, "reject_rule": rule, "reject_detail": detail} for row, rule, detail in rejected])
+        write_records(path, [{**row, "reject_rule": rule, "reject_detail": detail} for row, rule, detail in rejected])
 
 
 def write_report(path: str | Path, report: dict) -> None:

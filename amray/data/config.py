@@ -72,9 +72,11 @@ class DecontaminationConfig:
     embedding_dtype: str = "auto"
     """`float32`, `bfloat16`, or `auto` (bfloat16 on CPUs with AVX512-BF16 / AMX and on GPUs).
     In bfloat16 the rows within 0.02 of the threshold are re-embedded in float32, so decisions
-    are float32's; about 2x faster on CPU."""
+    are float32's (float32 embeds each query alone: a decision never depends on the other rows of
+    the batch); about 2x faster on CPU."""
     embedding_batch_size: int = 16
-    """Small batches are fastest on CPU (less padding, cache-resident activations)."""
+    """Batch size of the bfloat16 pass (small batches are fastest on CPU); float32 embeds one
+    query at a time."""
     embedding_max_tokens: int = 256
     """Longer queries are truncated (all-MiniLM-L6-v2 was trained on 256 tokens)."""
     embedding_cache_dir: str = ".cache/amray/embeddings"

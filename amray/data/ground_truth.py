@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from amray.data.answers import answer_text
 from amray.data.cli import config, parser, run, write_rejects, write_report
 from amray.data.config import GroundTruthConfig
-from amray.data.rows import DataError, Row, read_records, read_rows, write_rows
+from amray.data.records import DataError, read_records, write_records
+from amray.data.rows import Row, read_rows
 from amray.rewards.math import last_boxed, score_math
 
 STATUSES = ("agrees", "disagrees", "corrected", "no_majority", "no_references")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("warning: ground_truth.correct=true without --judge: nothing can be corrected")
     kept, rejected, counts = check_rows(rows, refs, judged, cfg.math_sources, cfg.ground_truth)
     ids = {r.id for r in rows}
-    write_rows(args.output, kept)
+    write_records(args.output, kept)
     write_rejects(args.rejects, rejected)
     report = {
         "input": args.input, "output": args.output, "rows_in": len(rows), "rows_out": len(kept),

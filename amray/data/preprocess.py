@@ -22,7 +22,8 @@ from amray.data.cli import config, parser, run, write_rejects, write_report
 from amray.data.config import PreprocessConfig
 from amray.data.decontam import Decontaminator, load_eval_queries
 from amray.data.mixing import category_counts, mix
-from amray.data.rows import Row, read_rows, write_rows
+from amray.data.records import write_records
+from amray.data.rows import Row, read_rows
 
 RULES = ("url", "image_reference", "proof", "multi_subquestion", "multiple_choice_unresolved", "no_answer",
          "exact_duplicate", "near_duplicate", "contaminated_exact", "contaminated_ngram", "contaminated_embedding")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["rows_out"] = len(kept)
         report["mixed_by_category"] = category_counts(kept, cfg.mixing.category_field)
     write_s = time.perf_counter()
-    write_rows(args.output, kept)
+    write_records(args.output, kept)
     write_rejects(args.rejects, [(r.data, rule, detail) for r, rule, detail in sorted(done.rejected, key=lambda x: x[0].number)])
     report["seconds"] = {"read": round(read_s, 3), "eval_index": round(index_s, 3), **done.seconds,
                          "write": round(time.perf_counter() - write_s, 3), "total": round(time.perf_counter() - start, 3)}

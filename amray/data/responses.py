@@ -15,7 +15,7 @@ from collections import Counter
 
 from amray.data.cli import config, parser, run, write_rejects, write_report
 from amray.data.config import ResponseFilterConfig
-from amray.data.rows import DataError, read_records, write_rows
+from amray.data.records import DataError, read_records, write_records
 from amray.rewards.math import last_boxed
 
 RULES = ("truncated", "structure", "repetition", "perplexity")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     records = read_records(args.input)
     kept, rejected, seconds = filter_responses(records, cfg, args.input)
     order = {id(r): i for i, r in enumerate(records)}
-    write_rows(args.output, kept)
+    write_records(args.output, kept)
     write_rejects(args.rejects, sorted(rejected, key=lambda r: order[id(r[0])]))
     counts = Counter(rule for _, rule, _ in rejected)
     active = [r for r in RULES if r != "perplexity" or cfg.model]

@@ -1,9 +1,10 @@
-"""Reading and writing data rows: JSONL / JSON / Parquet through `datasets`, checked row by row.
+"""amray task rows: the schema every training file is checked against, and verl rows converted.
 
 An amray row has `id`, `source`, `prompt` (the user query as text, or a message list; a `messages`
 field is accepted too) and the source's ground-truth fields. verl rows (`data_source`, `prompt` as
-messages, `reward_model.ground_truth`, `extra_info`) are converted on reading. Anything that cannot
-be read raises `DataError` naming the file, the row (1-based) and the field.
+messages, `reward_model.ground_truth`, `extra_info`) are converted on reading. Files are read by
+`amray.data.records`; anything unusable raises `DataError` naming the file, the row (1-based) and
+the field.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SOURCES = ("math", "code", "science", "mcq", "ifeval", "chat")
-"""`mcq` is the reward module's name for multiple-choice science; both are accepted."""
+from amray.data.records import DataError, read_records
+from amray.rewards import SOURCES
 
-_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # verl's `ability` / `data_source` values, mapped to amray sources (first keyword found wins).
 _VERL_KEYWORDS = (
     ("ifeval", "ifeval"), ("code", "code"), ("apps", "code"), ("taco", "code"), ("leetcode", "code"),
@@ -24,10 +24,6 @@ _VERL_KEYWORDS = (
     ("math", "math"), ("gsm8k", "math"), ("aime", "math"), ("amc", "math"), ("numina", "math"),
     ("deepscaler", "math"), ("olympiad", "math"), ("chat", "chat"), ("general", "chat"),
 )
-
-
-class DataError(ValueError):
-    """A file or row that cannot be used; the message names the file, row and field."""
 
 
 @dataclass
@@ -76,37 +72,11 @@ def prompt_text(prompt: str | list[dict]) -> str:
     return "\n".join(m["content"] for m in prompt if m["role"] == "user")
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """The raw records of a JSONL, JSON-list or Parquet file, read with `datasets`."""
-    path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json or .parquet)")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    import datasets
-
-    datasets.disable_progress_bars()
-    try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
-    except Exception as e:  # noqa: BLE001 - re-raised with the row and field that caused it
-        if fmt == "json":
-            _diagnose_json(path)
-        raise DataError(f"{path}: could not be read by datasets ({type(e).__name__}: {e})") from e
-    if fmt == "json" and "Json(" in repr(ds.features):
-        # datasets 5.2 stores a field of mixed types as Json() and decodes its strings as JSON on the
-        # way out ("007" -> 7, "true" -> True): take such files from the JSON parser as written.
-        return _json_records(path)
-    # datasets gives every row every column, None where a row had none: drop those again.
-    return [_drop_none(r) for r in ds.to_list()]
-
-
-def read_rows(path: str | Path) -> list[Row]:
+def read_rows(path: str | Path, split: str = "train") -> list[Row]:
     """amray rows of a training file, verl rows converted; ids unique, fields checked."""
-    path = Path(path)
     rows: list[Row] = []
     seen: dict[str, int] = {}
-    for number, record in enumerate(read_records(path), start=1):
+    for number, record in enumerate(read_records(path, split), start=1):
         where = f"row {number} of {path}"
         if "data_source" in record and "reward_model" in record:
             record = from_verl(record, number, where)
@@ -186,91 +156,3 @@ def verl_source(record: dict) -> str | None:
             if word in key.lower():
                 return source
     return None
-
-
-def write_rows(path: str | Path, records: list[dict]) -> None:
-    """JSONL (one object a line, written as is) or Parquet, chosen by the file's suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".parquet":
-        import datasets
-
-        if conflict := _type_conflict(records):
-            raise DataError(f"{path}: cannot write Parquet, row {conflict[0]}: {conflict[1]}; write .jsonl instead")
-        columns = list(dict.fromkeys(k for r in records for k in r))  # from_list reads the first row's keys only
-        datasets.Dataset.from_list([{k: r.get(k) for k in columns} for r in records]).to_parquet(str(path))
-        return
-    with path.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def _drop_none(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
-
-
-def _json_records(path: Path) -> list[dict]:
-    """The records of a JSONL or JSON-list file by the standard parser; bad JSON names its row."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    else:
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"row {len(records) + 1} (line {number}) of {path}: not valid JSON: {e.msg}") from e
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict):
-            raise DataError(f"row {number} of {path}: expected a JSON object, got {type(record).__name__}")
-    return records
-
-
-def _diagnose_json(path: Path) -> None:
-    """Find the row and field that made `datasets` fail (bad JSON, a field of two types)."""
-    records = _json_records(path)
-    if conflict := _type_conflict(records):
-        number, what = conflict
-        raise DataError(f"row {number} of {path}: {what}; give the field one type in every row")
-
-
-def _type_conflict(records: list[dict]) -> tuple[int, str] | None:
-    """(row, 'field `f` is X here but Y in row M') for the first field of two types, else None."""
-    kinds: dict[str, tuple[str, int]] = {}
-    for number, record in enumerate(records, start=1):
-        for name, value in record.items():
-            kind = _kind(value)
-            if kind is None:
-                continue
-            first = kinds.setdefault(name, (kind, number))
-            if first[0] != kind:
-                return number, f"field `{name}` is {kind} here but {first[0]} in row {first[1]}"
-    return None
-
-
-def _kind(value: object) -> str | None:
-    """The JSON type of a value as Arrow must store it (None: compatible with anything)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        inner = {_kind(v) for v in value} - {None}
-        if not inner:
-            return None
-        return "list of mixed types" if len(inner) > 1 else f"list of {inner.pop()}"
-    return "object"

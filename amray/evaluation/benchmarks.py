@@ -16,6 +16,7 @@ from pathlib import Path
 
 from amray.evaluation.config import BenchConfig
 from amray.prompts import MATH_INSTRUCTION
+from amray.rewards import require
 from amray.rewards.code import TestsError, livecodebench_tests, parse_tests
 
 ID_FIELDS = ("id", "idx", "unique_id", "task_id", "question_id", "key")
@@ -64,17 +65,8 @@ class Problem:
 
 
 def need(row: dict, name: str, types: type | tuple[type, ...] = str) -> object:
-    """Field `name`, or a ValueError naming it (the caller adds the file and the row)."""
-    if row.get(name) is None:
-        raise ValueError(f"field `{name}` is missing")
-    value = row[name]
-    types = types if isinstance(types, tuple) else (types,)
-    if not isinstance(value, types) or isinstance(value, bool):
-        raise ValueError(f"field `{name}` must be {' or '.join(t.__name__ for t in types)}, "
-                         f"got {type(value).__name__} {str(value)[:40]!r}")
-    if isinstance(value, str) and not value.strip():
-        raise ValueError(f"field `{name}` is empty")
-    return value
+    """A benchmark file's field: present, of `types`, not blank (the caller adds the file and row)."""
+    return require(row, name, types, nonempty=True)
 
 
 def math_loader(problem_field: str, strip_suffix: str = "") -> Callable[[dict, BenchConfig], dict]:
@@ -166,10 +158,8 @@ def load_benchmark(name: str, data_dir: str | Path, cfg: BenchConfig | None = No
         raise BenchmarkError(f"benchmark {name}: data file {path} not found (--data-dir must hold {bench.file})")
     problems: list[Problem] = []
     seen: set[str] = set()
-    for index, raw in enumerate(read_rows(path)):
+    for index, raw in enumerate(read_file(path)):
         where = f"benchmark {name}: {bench.file} row {index}"
-        if not isinstance(raw, dict):
-            raise BenchmarkError(f"{where}: expected a JSON object, got {type(raw).__name__}")
         try:
             fields = bench.load(raw, cfg)
             if fields is not None and bench.source == "code":
@@ -193,22 +183,11 @@ def load_benchmark(name: str, data_dir: str | Path, cfg: BenchConfig | None = No
     return problems
 
 
-def read_rows(path: Path) -> list:
-    """JSONL rows, or the list a .json file holds; a broken line is named."""
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise BenchmarkError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-        if not isinstance(rows, list):
-            raise BenchmarkError(f"{path}: a .json data file must hold a list of problems")
-        return rows
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BenchmarkError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-    return rows
+def read_file(path: Path) -> list[dict]:
+    """The rows of a benchmark (or responses) file (amray.data.records), errors as BenchmarkError."""
+    from amray.data.records import DataError, read_records
+
+    try:
+        return read_records(path)
+    except DataError as e:
+        raise BenchmarkError(str(e)) from None

@@ -6,7 +6,7 @@
     pairs = match_responses(problems, read_responses(path))             # saved-responses path:
     samples = score_responses(rewards, pairs)                            # no model needed
 
-Both paths build the same reward row (the problem's row + `response`) and send it to the same
+A run's own held-out set is one more task (`heldout_task`). Both paths build the same reward row (the problem's row + `response`) and send it to the same
 `RewardPool`; generation goes through `generate_and_score`, exactly as GRPO rollouts do.
 """
 
@@ -16,12 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amray.config import EvalConfig
-from amray.evaluation.benchmarks import REGISTRY, BenchmarkError, Problem, load_benchmark, read_rows
-from amray.evaluation.config import BenchConfig, sampling_for
+from amray.batch import Prompt
+from amray.config import BenchConfig, EvalConfig
+from amray.engine import EnginePool
+from amray.evaluation.benchmarks import REGISTRY, BenchmarkError, Problem, load_benchmark, read_file
+from amray.evaluation.config import sampling_for
+from amray.evaluation.report import ScoredSample, flat_metrics, summarize
 from amray.prompts import build_prompts
 from amray.rewards.pool import RewardPool
-from amray.rollout import EnginePool, Prompt, generate_and_score
+from amray.rollout import generate_and_score
 
 
 @dataclass
@@ -34,26 +37,6 @@ class BenchmarkTask:
     temperature: float
     top_p: float
     max_tokens: int
-
-
-@dataclass
-class ScoredSample:
-    """One response and its reward: a line of samples.jsonl."""
-
-    benchmark: str
-    problem_id: str | int
-    sample: int
-    response: str
-    reward: float
-    reward_info: dict
-    response_tokens: int | None = None
-    """Generated tokens (None when re-scoring responses saved without it)."""
-    truncated: bool | None = None
-    """Cut at the token budget or the context (None when unknown)."""
-    finish_reason: str | None = None
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -111,11 +94,10 @@ def generate_samples(engines: EnginePool, rewards: RewardPool, tasks: list[Bench
                                      on_samples=bar.update if bar is not None else None)
         if bar is not None:
             bar.close()
-        for i, sample in enumerate(rollout.samples):
-            problem = task.problems[sample.prompt_index]
-            out.append(ScoredSample(task.name, problem.problem_id, sample.sample_index, sample.text,
-                                    float(rollout.rewards[i]), rollout.reward_infos[i], len(sample.token_ids),
-                                    sample.truncated, sample.finish_reason))
+        for problem, group in zip(task.problems, rollout.groups):
+            for sample, reward, info in zip(group.samples, group.rewards, group.reward_infos):
+                out.append(ScoredSample(task.name, problem.problem_id, sample.sample_index, sample.text, float(reward),
+                                        info, len(sample.token_ids), sample.truncated, sample.finish_reason))
         seconds[task.name] = round(time.perf_counter() - t0, 2)
         if log:
             log(f"{task.name}: {len(task.problems)} problems x {k} samples in {seconds[task.name]:.1f}s")
@@ -129,7 +111,7 @@ def read_responses(path: str | Path, names: list[str] | None = None) -> list[Sav
     if not path.is_file():
         raise BenchmarkError(f"--responses {path}: file not found")
     out = []
-    for n, row in enumerate(read_rows(path), 1):
+    for n, row in enumerate(read_file(path), 1):
         where = f"{path} line {n}"
         if not isinstance(row, dict):
             raise BenchmarkError(f"{where}: expected a JSON object")
@@ -195,8 +177,21 @@ def score_responses(rewards: RewardPool, pairs: list[tuple[Problem, SavedRespons
 
 
 def evaluate_benchmarks(engines: EnginePool, rewards: RewardPool, tasks: list[BenchmarkTask], k: int) -> dict[str, float]:
-    """For the GRPO driver, every N steps: flat metrics such as `eval/gsm8k/pass@1`."""
-    from amray.evaluation.report import flat_metrics, summarize
-
+    """For the GRPO driver: flat metrics such as `eval/gsm8k/pass@1`, `eval/heldout/pass@1`."""
     samples, _ = generate_samples(engines, rewards, tasks, k, log=None)
     return flat_metrics(summarize(samples))
+
+
+HELDOUT = "heldout"
+"""The name a run's own held-out set (`data.eval`) is evaluated and logged under."""
+
+
+def heldout_task(prompts: list[Prompt], eval_cfg: EvalConfig, limit: int = 0) -> BenchmarkTask:
+    """A run's held-out prompts as one more benchmark (`eval/heldout/pass@1`, ...), sampled with
+    the `eval` section; problems keep their row ids (else their position)."""
+    prompts = prompts[:limit] if limit else prompts
+    ids = [p.row.get("id") for p in prompts]
+    if None in ids or len({str(i) for i in ids}) < len(ids):  # no usable id: the position is the problem id
+        ids = list(range(len(prompts)))
+    problems = [Problem(HELDOUT, pid, p.row) for pid, p in zip(ids, prompts)]
+    return BenchmarkTask(HELDOUT, problems, prompts, eval_cfg.temperature, eval_cfg.top_p, eval_cfg.max_tokens)

@@ -7,12 +7,33 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from amray.evaluation.harness import ScoredSample
-from amray.prompts import write_jsonl
+from amray.batch import passed
+from amray.data.records import write_records
+
+
+@dataclass
+class ScoredSample:
+    """One response and its reward: a line of samples.jsonl."""
+
+    benchmark: str
+    problem_id: str | int
+    sample: int
+    response: str
+    reward: float
+    reward_info: dict
+    response_tokens: int | None = None
+    """Generated tokens (None when re-scoring responses saved without it)."""
+    truncated: bool | None = None
+    """Cut at the token budget or the context (None when unknown)."""
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 def pass_stats(passed: np.ndarray) -> tuple[float, float, float]:
@@ -34,8 +55,8 @@ def summarize(samples: list[ScoredSample]) -> dict[str, dict]:
         if len(ks) != 1:
             raise ValueError(f"{name}: problems have different sample counts {sorted(ks)}")
         k = ks.pop()
-        passed = np.array([[s.reward >= 1.0 for s in sorted(v, key=lambda s: s.sample)] for v in problems.values()])
-        pass1, stderr, pass_k = pass_stats(passed)
+        ok = np.array([passed([s.reward for s in sorted(v, key=lambda s: s.sample)]) for v in problems.values()])
+        pass1, stderr, pass_k = pass_stats(ok)
         flat = [s for v in problems.values() for s in v]
         tokens = [s.response_tokens for s in flat if s.response_tokens is not None]
         truncated = [s.truncated for s in flat if s.truncated is not None]
@@ -44,7 +65,7 @@ def summarize(samples: list[ScoredSample]) -> dict[str, dict]:
             "pass@1_stderr": stderr,
             "pass@k": pass_k,
             "k": k,
-            "problems": len(passed),
+            "problems": len(ok),
             "mean_response_tokens": float(np.mean(tokens)) if len(tokens) == len(flat) else None,
             "mean_response_chars": float(np.mean([len(s.response) for s in flat])),
             "truncation_rate": float(np.mean(truncated)) if len(truncated) == len(flat) else None,
@@ -54,10 +75,11 @@ def summarize(samples: list[ScoredSample]) -> dict[str, dict]:
 
 
 def flat_metrics(summary: dict[str, dict], prefix: str = "eval") -> dict[str, float]:
-    """`eval/<benchmark>/pass@1`, `.../pass@<k>`, `.../response_tokens`, `.../truncation_rate`."""
+    """`eval/<benchmark>/pass@1`, `.../pass@1_stderr`, `.../pass@<k>`, `.../response_tokens`, `.../truncation_rate`."""
     out: dict[str, float] = {}
     for name, m in summary.items():
         out[f"{prefix}/{name}/pass@1"] = m["pass@1"]
+        out[f"{prefix}/{name}/pass@1_stderr"] = m["pass@1_stderr"]
         if m["k"] > 1:
             out[f"{prefix}/{name}/pass@{m['k']}"] = m["pass@k"]
         for key, short in (("mean_response_tokens", "response_tokens"), ("truncation_rate", "truncation_rate")):
@@ -84,7 +106,7 @@ def write_results(out_dir: str | Path, samples: list[ScoredSample], summary: dic
     """OUT/samples.jsonl (every sample) and OUT/summary.json ({"benchmarks": ..., run info})."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "samples.jsonl", [s.to_dict() for s in samples])
+    write_records(out / "samples.jsonl", [s.to_dict() for s in samples])
     path = out / "summary.json"
     path.write_text(json.dumps({**(run_info or {}), "benchmarks": summary}, indent=2))
     return path

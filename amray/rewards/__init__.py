@@ -1,4 +1,4 @@
-"""Rewards for every data source of the AM-Thinking recipe: math, mcq, code, ifeval, chat.
+"""Rewards for every data source of the AM-Thinking recipe: math, code, science (mcq), ifeval, chat.
 
     score_row({"id": 1, "source": "math", "response": "... \\boxed{25}", "answer": "025"}).reward == 1.0
 
@@ -14,22 +14,29 @@ import time
 from amray.rewards.config import RewardConfig
 from amray.rewards.types import RewardResult
 
-SOURCES = ("math", "mcq", "code", "ifeval", "chat")
+SOURCES = ("math", "code", "science", "mcq", "ifeval", "chat")
+"""Every row's `source`, for the data tools and the rewards alike: AM-Thinking's categories (math,
+code, science, instruction following, chat). `science` rows are multiple choice and score as `mcq`
+(the reward's name for the same thing; both are accepted)."""
 
 
 class RowError(ValueError):
     """The row itself is malformed (missing or ill-typed field, unknown source)."""
 
 
-def require(row: dict, name: str, types: type | tuple[type, ...] = object) -> object:
-    """Field `name` of the row, or a RowError naming the field, the source and what was expected."""
+def require(row: dict, name: str, types: type | tuple[type, ...] = object, nonempty: bool = False) -> object:
+    """Field `name` of a row, or a RowError naming the field and what was expected (the one field
+    check of the rewards and the benchmark loaders). `nonempty`: blank text is missing too."""
     if name not in row or row[name] is None:
-        needed_by = f"source `{row['source']}`" if name not in ("source", "response") else "every row"
-        raise RowError(f"field `{name}` is missing ({needed_by} needs it)")
+        source = row.get("source")
+        needed_by = ("every row" if name in ("source", "response") else f"source `{source}`") if source else ""
+        raise RowError(f"field `{name}` is missing" + (f" ({needed_by} needs it)" if needed_by else ""))
     value = row[name]
     if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
         expected = " or ".join(t.__name__ for t in _as_tuple(types))
-        raise RowError(f"field `{name}` must be {expected}, got {type(value).__name__}")
+        raise RowError(f"field `{name}` must be {expected}, got {type(value).__name__} {str(value)[:40]!r}")
+    if nonempty and isinstance(value, str) and not value.strip():
+        raise RowError(f"field `{name}` is empty")
     return value
 
 
@@ -61,7 +68,7 @@ def _score(source: str, row: dict, response: str, config: RewardConfig) -> Rewar
 
         answer = require(row, "answer", (str, int, float))
         return score_math(response, answer, timeout_s=config.timeout_s, memory_mb=config.math_memory_mb)
-    if source == "mcq":
+    if source in ("mcq", "science"):
         from amray.rewards.mcq import score_mcq
 
         return score_mcq(response, require(row, "answer", str))

@@ -1,15 +1,4 @@
-"""Moving the learner's weights into the rollout engines, every step, without touching disk.
-
-Two backends behind one interface, chosen by `sync.backend`:
-- `object_store` (CPU, or any machine): rank 0 of the learner gathers the full state dict,
-  packs it into one flat buffer, puts it in Ray's object store once; every engine reads it
-  (zero-copy on the same node), copies it into a memfd its vLLM worker maps (vLLM's own RPC
-  channel serializes it twice and was 4x slower: the fallback) and reloads in place via the
-  worker's `reload_weights`.
-- `nccl` / `ipc` (GPU): vLLM's own weight-transfer engines (`vllm.distributed.weight_transfer`);
-  the learner's rank 0 broadcasts straight into the engines' GPU memory.
-A sync has a deadline: a hung one raises `WeightSyncTimeout` instead of hanging the job.
-"""
+"""A state dict as one contiguous byte buffer: what the object-store backend moves."""
 
 from __future__ import annotations
 
@@ -17,10 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-
-class WeightSyncTimeout(RuntimeError):
-    pass
 
 
 @dataclass
