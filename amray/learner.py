@@ -3,6 +3,7 @@
 Public protocol of a rank (the group calls every rank with the same method):
     configure(lr, total_steps, warmup_steps, min_lr_ratio)  new optimizer + warmup/cosine schedule
     train_step(batch, loss)                     -> metrics  one optimizer update (grad accumulation inside)
+    begin_update(), accumulate(batch, loss), finish_update() -> metrics   the same, streamed in parts
     pack_weights()                              -> PackedWeights on rank 0, None elsewhere
     init_weight_transfer(...), send_weights()               the GPU weight-sync sender (amray/weight_sync)
     sequence_logprobs(token_ids, start, temperature) -> np.ndarray
@@ -84,16 +85,18 @@ class LearnerRank:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, min_lr_ratio))
 
-    def train_step(self, batch: TrainBatch, loss) -> dict[str, float]:
-        """One optimizer update over this rank's rows; the loss is a token-mean over all ranks' tokens."""
+    def begin_update(self) -> None:
+        """Start accumulating one optimizer update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.stats = np.zeros(5)  # loss_sum, clipped, kl_sum, |vllm - learner| sum, trained tokens
+
+    def accumulate(self, batch: TrainBatch, loss) -> None:
+        """Forward/backward of this rank's rows, adding to the update's gradients the gradient of
+        the *summed* loss (the token-mean's divisor is known only once every row has arrived)."""
         plan = micro_batches([len(t) for t in batch.tokens], self.cfg.micro_batch_tokens) if len(batch) else []
         padding = self._all([len(plan)], dist.ReduceOp.MAX)[0] - len(plan)
         mbs = itertools.chain((pad(batch, idx, self.device) for idx in plan),
                               (empty_micro_batch(self.device) for _ in range(int(padding))))
-        global_tokens = max(1.0, self._all([batch.trained_tokens])[0])
-        scale = self.world_size / global_tokens  # FSDP averages grads over ranks; undo that
-        stats = np.zeros(5)  # loss_sum, clipped, kl_sum, |vllm - learner| sum, trained tokens
-        self.optimizer.zero_grad(set_to_none=True)
         for mb in mbs:
             logp = token_logprobs(self.model, mb["tokens"], mb["attn"], loss.temperature)
             ref = None
@@ -101,19 +104,31 @@ class LearnerRank:
                 with torch.no_grad():
                     ref = token_logprobs(self.ref, mb["tokens"], mb["attn"], loss.temperature)
             terms = loss(logp, mb, ref)
-            (terms.loss_sum * scale).backward()
-            stats += [float(terms.loss_sum.detach()), float(terms.clipped_tokens), float(terms.kl_sum),
-                      float(terms.mismatch_sum), float(mb["mask"].sum())]
+            (terms.loss_sum * self.world_size).backward()  # FSDP averages grads over ranks; undo that
+            self.stats += [float(terms.loss_sum.detach()), float(terms.clipped_tokens), float(terms.kl_sum),
+                           float(terms.mismatch_sum), float(mb["mask"].sum())]
+
+    def finish_update(self) -> dict[str, float]:
+        """Token-mean over every rank's tokens of every accumulated batch, then one optimizer step."""
+        s = self._all(self.stats.tolist())
+        tokens = max(1.0, s[4])
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(1.0 / tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
-        s = self._all(stats.tolist())
-        tokens = max(1.0, s[4])
         return {"loss": s[0] / tokens, "clip_frac": s[1] / tokens, "kl": s[2] / tokens,
                 "logprob_mismatch": s[3] / tokens, "tokens": s[4], "grad_norm": float(grad_norm), "lr": lr}
+
+    def train_step(self, batch: TrainBatch, loss) -> dict[str, float]:
+        """One optimizer update over this rank's rows: begin, accumulate, finish."""
+        self.begin_update()
+        self.accumulate(batch, loss)
+        return self.finish_update()
 
     def _all(self, values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -173,16 +188,30 @@ class LearnerGroup:
     def configure(self, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 1.0) -> None:
         call_all(self.ranks, "configure", lr, total_steps, warmup_steps, min_lr_ratio)
 
-    def train_step(self, batch: TrainBatch, loss) -> dict[str, float]:
-        """Split rows over ranks balanced by tokens (longest first, to the lightest rank)."""
+    def shards(self, batch: TrainBatch) -> list[TrainBatch]:
+        """Rows split over ranks balanced by tokens (longest first, to the lightest rank)."""
         shards: list[list[int]] = [[] for _ in self.ranks]
         load = [0] * len(self.ranks)
         for i in sorted(range(len(batch)), key=lambda i: -len(batch.tokens[i])):
             r = load.index(min(load))
             shards[r].append(i)
             load[r] += len(batch.tokens[i])
-        refs = [rank.train_step.remote(batch.select(s), loss) for rank, s in zip(self.ranks, shards)]
-        return ray.get(refs)[0]
+        return [batch.select(s) for s in shards]
+
+    def train_step(self, batch: TrainBatch, loss) -> dict[str, float]:
+        """One optimizer update on `batch` (token-mean loss over all of it)."""
+        return ray.get([r.train_step.remote(s, loss) for r, s in zip(self.ranks, self.shards(batch))])[0]
+
+    # A streamed update: begin, accumulate as groups arrive (calls return at once; each rank runs
+    # them in order), finish. Equal to one train_step on all the rows, up to float summation order.
+    def begin_update(self) -> None:
+        fan_out(self.ranks, "begin_update")
+
+    def accumulate(self, batch: TrainBatch, loss) -> list[ray.ObjectRef]:
+        return [r.accumulate.remote(s, loss) for r, s in zip(self.ranks, self.shards(batch))]
+
+    def finish_update(self) -> dict[str, float]:
+        return call_all(self.ranks, "finish_update")[0]
 
     def pack_weights(self) -> list[ray.ObjectRef]:
         """Every rank joins the gather; the first ref (rank 0's) holds the packed weights."""
