@@ -112,7 +112,7 @@ def test_humaneval_wrong_solution_fails() -> None:
 
 @needs_bwrap
 @needs_evaldata
-@pytest.mark.parametrize("task_id", [11, 17, 100, 256, 400, 510])
+@pytest.mark.parametrize("task_id", [11, 17, 100, 126, 256, 400, 510])  # 126: `def sum(a, b)` is the entry point
 def test_mbpp_reference_solutions_pass(task_id: int) -> None:
     task = next(t for t in _jsonl("mbpp.jsonl") if t["task_id"] == task_id)
     tests = {"asserts": task["test_setup_code"] + "\n" + "\n".join(task["test_list"])}
@@ -128,6 +128,17 @@ def test_leetcode_check_style_solutions_pass(index: int) -> None:
     problem = json.loads((EVALDATA / "leetcode_test.json").read_text())[index]
     result = score_row(code_row(problem["solutions"], {"asserts": problem["tests"]["functional"]}), CONFIG)
     assert result.reward == 1.0, result.info
+
+
+@needs_bwrap
+def test_a_solution_function_named_like_a_builtin_is_tested_only_as_the_entry_point() -> None:
+    # MBPP 126 defines `sum`; a solution may not define `abs` to answer for the tests' own `abs`
+    solution = "def sum(a, b):\n    return a + b\ndef abs(x):\n    return 0"
+    assert score_row(code_row(solution, {"asserts": "assert sum(2, 3) == 5\n"}), CONFIG).reward == 1.0
+    tolerance = {"asserts": "def check(candidate):\n    assert abs(candidate(1.25) - 0.25) < 1e-6\ncheck(fraction)\n"}
+    honest, forged = "def fraction(x):\n    return x % 1.0", "def fraction(x):\n    return 9.0\ndef abs(x):\n    return 0"
+    assert score_row(code_row(honest, tolerance), CONFIG).reward == 1.0
+    assert score_row(code_row(forged, tolerance), CONFIG).reward == 0.0
 
 
 @pytest.mark.parametrize("row, error", [

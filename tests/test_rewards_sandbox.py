@@ -1,11 +1,16 @@
 """Hostile programs against the code sandbox: each must score 0 AND leave the host untouched
-(no process left running, no file written outside, a loopback listener never contacted)."""
+(no process left running, no file written outside, a loopback listener never contacted).
+Cases marked "issue 12" are the holes a hostile probe found: forged passes through solution-defined
+builtins, oversized or malformed lines on the call channel, host-side costs without a deadline, and
+dataset test code run on the host."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -16,24 +21,17 @@ from amray.rewards.config import SandboxConfig
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed (apt-get install bubblewrap)")
 
-CONFIG = RewardConfig(timeout_s=6.0, sandbox=SandboxConfig(test_timeout_s=2.0, cpu_s=2, memory_mb=512))
+UIDS = {"uid_base": 60400, "uid_slots": 8}  # apart from the default range that other runs on this host use
+CONFIG = RewardConfig(timeout_s=6.0, sandbox=SandboxConfig(test_timeout_s=2.0, cpu_s=2, memory_mb=512, **UIDS))
 SECRET = "amray-host-secret-7f3a"
 HOST_MARK = Path("/tmp/amray-hostile-was-here")  # a path the programs try to create on the host
 
 
 def sandbox_processes() -> list[str]:
-    """Processes running as any sandbox uid."""
+    """Processes (zombies too) running as any sandbox uid, as `ps` lists them."""
     base, n = CONFIG.sandbox.uid_base, CONFIG.sandbox.uid_slots
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if base <= uid < base + n:
-            found.append(f"{pid} uid={uid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:80]!r}")
-    return found
+    ps = subprocess.run(["ps", "-eo", "uid=,pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if base <= int(line.split()[0]) < base + n]
 
 
 class Listener:
@@ -97,6 +95,11 @@ ADD_STDIN = {"stdin_stdout": [{"input": "2 3\n", "output": "5\n"}]}
 ADD_CALL = {"functional": {"fn_name": "add", "cases": [{"args": [2, 3], "expected": 5}, {"args": [40, 2], "expected": 42}]}}
 ADD_ASSERTS = {"asserts": "assert add(2, 3) == 5\nassert add(40, 2) == 42\n"}
 ALWAYS_EQUAL = "class Eq:\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
+MAD_ASSERTS = {"asserts": "def check(candidate):\n    assert abs(candidate([1.0, 2.0, 3.0]) - 2.0/3.0) < 1e-6\n"
+                          "    assert abs(candidate([1.0, 2.0, 3.0, 4.0]) - 1.0) < 1e-6\n\ncheck(mean_absolute_deviation)\n"}
+# Writes `line` to every fd, the call channel's copy of stdout among them (at load, or inside a call).
+WRITES_CHANNEL = "import os\nfor fd in range(3, 64):\n    try: os.write(fd, {line})\n    except OSError: pass\n"
+WRITES_CHANNEL_IN_CALL = "    for fd in range(3, 64):\n        try: os.write(fd, {line})\n        except OSError: pass\n"
 
 # (name, code, tests) for Python; {port}, {secret}, {mark} are filled in.
 PYTHON_HOSTILE = [
@@ -144,6 +147,27 @@ PYTHON_HOSTILE = [
      {"stdin_stdout": [{"input": "", "output": SECRET + "\n"}]}),
     ("writes_host_files", "import os\nfor p in ('{mark}', '/work/amray-pwned', '/root/amray-pwned', '/usr/amray-pwned', '/box/x'):\n"
      "    try: open(p, 'w').write('x')\n    except OSError: pass\nprint(4)", ADD_STDIN),
+    # issue 12, defect 1: a solution-defined builtin must not answer for the test's own expression
+    ("shadows_abs_in_tolerance_check", "def abs(x): return 0\ndef mean_absolute_deviation(xs): return 7.0", MAD_ASSERTS),
+    ("shadows_abs_reversed_compare", "def abs(x): return 0\ndef mad(xs): return 7.0",
+     {"asserts": "assert 1e-6 > abs(mad([1.0, 2.0]) - 0.5)\n"}),
+    ("shadows_len", "def len(x): return 3\ndef f(x): return []", {"asserts": "assert len(f(3)) == 3\n"}),
+    ("shadows_sorted", "def sorted(x): return [1, 2, 3]\ndef f(x): return [9]", {"asserts": "assert sorted(f([3, 1, 2])) == [1, 2, 3]\n"}),
+    ("shadows_round", "def round(x, n=None): return 2.5\ndef f(x): return 0", {"asserts": "assert round(f(2), 1) == 2.5\n"}),
+    ("shadows_isinstance", "def isinstance(x, t): return True\ndef f(x): return 'no'", {"asserts": "assert isinstance(f(1), int)\n"}),
+    ("shadows_all", "def all(x): return True\ndef f(x): return [0]", {"asserts": "assert all(f(3))\n"}),
+    ("shadows_set_subset", "def set(x=()): return frozenset()\ndef f(x): return [0]", {"asserts": "assert set(f(1)) <= {1, 2}\n"}),
+    ("shadows_float", "def float(x): return 0.5\ndef f(x): return 'x'", {"asserts": "assert float(f(1)) == 0.5\n"}),
+    ("shadows_max_on_the_right", "def max(x): return 0\ndef f(x): return 0", {"asserts": "assert f([1, 2]) == max([1, 2])\n"}),
+    # issue 12, defect 2: what the program writes on the channel is untrusted, bounded, and its own fault
+    ("parser_bomb", "a = " + "1 + " * 20000 + "1\ndef add(a, b): return a + b", ADD_ASSERTS),  # so is its source
+    ("deep_json_before_greeting", WRITES_CHANNEL.format(line="b'[' * 100000 + b'\\n'") + "def add(a, b): return a + b", ADD_ASSERTS),
+    ("deep_json_as_answer", "import os\ndef add(a, b):\n" + WRITES_CHANNEL_IN_CALL.format(line="b'[' * 100000 + b'\\n'"), ADD_CALL),
+    ("endless_line_on_channel", "import os\ndef add(a, b):\n    while True:\n        for fd in range(3, 64):\n"
+     "            try: os.write(fd, b'7' * 65536)\n            except OSError: pass", ADD_CALL),
+    ("non_utf8_on_channel", "import os\ndef add(a, b):\n" + WRITES_CHANNEL_IN_CALL.format(line="b'{\"value\": \"\\xff\\xfe\"}\\n'"), ADD_ASSERTS),
+    ("unending_line_on_channel", "import os, time\ndef add(a, b):\n"
+     + WRITES_CHANNEL_IN_CALL.format(line="b'{\"value\": 5'") + "    time.sleep(3600)", ADD_CALL),
 ]
 
 CPP_HOSTILE = [
@@ -164,10 +188,45 @@ def _fill(code: str, listener: Listener, secret_file: Path) -> str:
 
 @pytest.mark.parametrize("name, code, tests", PYTHON_HOSTILE, ids=[c[0] for c in PYTHON_HOSTILE])
 def test_hostile_python_gets_nothing(name: str, code: str, tests: dict, listener: Listener, secret_file: Path) -> None:
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
     result = score_row(row(_fill(code, listener, secret_file), tests), CONFIG)
     assert result.reward == 0.0, result.info
     assert "error" not in result.info, result.info  # judged as the program's failure, not the scorer's
     assert result.info["elapsed_s"] < CONFIG.timeout_s + 2.0
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10) - peak_mb < 256, "the host paid the memory"
+
+
+def test_a_flood_on_the_call_channel_is_cut_at_output_bytes() -> None:
+    # issue 12, defect 2: the host reads at most output_bytes of a line, then stops the program
+    _, code, tests = next(case for case in PYTHON_HOSTILE if case[0] == "endless_line_on_channel")
+    result = score_row(row(code, tests), CONFIG)
+    assert result.info["verdict"] == "output_limit_exceeded", result.info
+    assert result.info["elapsed_s"] < CONFIG.sandbox.test_timeout_s, result.info
+
+
+# issue 12, defect 3: what the tests do with a returned value costs the row's time, never the host's
+# (the probe held a worker for 75 s with the first case); judged under a 2 s row limit.
+HOST_COSTS = [
+    ("tests_sum_a_huge_range", "def count(xs): return 10**11", {"asserts": "assert sum(range(count([1, 2, 3]))) == 3\n"}),
+    ("tests_repeat_a_huge_string", "def n(): return 10**9", {"asserts": "assert len('a' * n()) == 3\n"}),
+    ("tests_raise_to_a_huge_power", "def n(): return 10**8", {"asserts": "assert 7 ** n() == 3\n"}),
+    ("tests_recurse_deeply", "def n(): return 10**6", {"asserts": "import sys\nsys.setrecursionlimit(10**7)\nx = []\n"
+                                                       "for _ in range(n()): x = [x]\nassert str(x) == '[]'\n"}),
+    ("answers_a_hash_colliding_set", "import os\nM = 2**61 - 1\nANSWER = ('{\"value\": {\"__set__\": [' + ', '.join("
+     "str(k * M) for k in range(1, 40000)) + ']}}\\n').encode()\ndef add(a, b):\n"
+     + WRITES_CHANNEL_IN_CALL.format(line="ANSWER"), {"functional": {"fn_name": "add", "cases": [{"args": [2, 3], "expected": [5]}]}}),
+]
+SHORT = RewardConfig(timeout_s=2.0, sandbox=SandboxConfig(test_timeout_s=1.0, cpu_s=2, memory_mb=512, **UIDS))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name, code, tests", HOST_COSTS, ids=[c[0] for c in HOST_COSTS])
+def test_what_tests_do_with_a_value_costs_the_row_not_the_host(name: str, code: str, tests: dict) -> None:
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    result = score_row(row(code, tests), SHORT)
+    assert result.reward == 0.0 and "error" not in result.info, result.info
+    assert result.info["elapsed_s"] < SHORT.timeout_s + 1.5, result.info
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10) - peak_mb < 256, "the host paid the memory"
 
 
 @pytest.mark.parametrize("name, code", CPP_HOSTILE, ids=[c[0] for c in CPP_HOSTILE])
@@ -175,6 +234,17 @@ def test_hostile_cpp_gets_nothing(name: str, code: str, listener: Listener, secr
     result = score_row(row(_fill(code, listener, secret_file), ADD_STDIN, "cpp"), CONFIG)
     assert result.reward == 0.0, result.info
     assert result.info["elapsed_s"] < CONFIG.timeout_s + 2.0
+
+
+def test_dataset_test_code_runs_unprivileged_and_sees_nothing_of_the_host(listener: Listener, secret_file: Path) -> None:
+    # issue 12, defect 4: a poisoned `tests.asserts` wrote a host file as root (it ran in the reward worker)
+    poisoned = _fill("import os, socket\n"
+                     "open('{mark}', 'w').write('x')\n"
+                     "assert os.geteuid() != 0 and not os.path.exists('{secret}') and 'AMRAY_TEST_SECRET' not in os.environ\n"
+                     "try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\nexcept OSError:\n    pass\n"
+                     "assert add(2, 3) == 5\n", listener, secret_file)
+    result = score_row(row("def add(a, b): return a + b", {"asserts": poisoned}), CONFIG)
+    assert result.reward == 1.0, result.info  # it all ran, in a sandbox: the fixture checks the host
 
 
 def test_the_same_checks_pass_an_honest_program(listener: Listener, secret_file: Path) -> None:

@@ -3,7 +3,9 @@
 Test styles (`row["tests"]`, exactly one key):
   {"stdin_stdout": [{"input": "...", "output": "..."}]}  compared like LiveCodeBench, on the host
   {"functional": {"fn_name": "f", "cases": [{"args": [...], "expected": ...}]}}  Python only
-  {"asserts": "assert f(1) == 2\\n..."}  Python only; the test code runs on the host (see code_calls)
+  {"asserts": "assert f(1) == 2\\n..."}  Python only
+Call-based tests (the last two) are judged in a sandbox of their own, apart from the solution's
+(see code_calls); the host only compares stdin/stdout output, at most `output_bytes` of it.
 Reward 1 only when every test passes; tests stop at the first failure, as in LiveCodeBench.
 """
 
@@ -16,7 +18,7 @@ import re
 import time
 from decimal import Decimal, InvalidOperation
 
-from amray.rewards.code_calls import CallSession, SandboxCallError, run_asserts, run_functional
+from amray.rewards.code_calls import SolutionLoadError, run_asserts, run_functional
 from amray.rewards.config import RewardConfig
 from amray.rewards.sandbox import Sandbox, SandboxError
 from amray.rewards.sandbox_harness import PRELUDE
@@ -65,8 +67,8 @@ def parse_tests(tests: dict | str, language: str) -> tuple[str, object]:
             raise TestsError("tests.asserts must be a non-empty string of Python code")
         try:
             ast.parse(spec)
-        except SyntaxError as e:
-            raise TestsError(f"tests.asserts is not valid Python: {e}") from None
+        except (SyntaxError, RecursionError, MemoryError) as e:  # the last two: nested too deeply to parse
+            raise TestsError(f"tests.asserts is not valid Python: {type(e).__name__}: {e}") from None
         return style, spec
     raise TestsError(f"unknown test style {style!r} (stdin_stdout, functional, asserts)")
 
@@ -87,8 +89,8 @@ def score_code(response: str, language: str, tests: dict | str, config: RewardCo
     if language == "python":
         try:
             ast.parse(code)
-        except SyntaxError as e:
-            return RewardResult(0.0, {**info, "verdict": "syntax_error", "detail": str(e)})
+        except (SyntaxError, RecursionError, MemoryError) as e:  # the last two: nested too deeply to parse
+            return RewardResult(0.0, {**info, "verdict": "syntax_error", "detail": f"{type(e).__name__}: {e}"})
     try:
         with Sandbox(config.sandbox, slot_wait_s=config.timeout_s) as box:
             results = _run_tests(box, code, language, style, spec, deadline, info)
@@ -115,16 +117,12 @@ def _run_tests(box: Sandbox, code: str, language: str, style: str, spec: object,
             return None
         return _run_stdin_cases(box, argv, spec, deadline)
     try:
-        session = CallSession(box, cfg.python, code, deadline)
-    except SandboxCallError as e:
+        if style == "functional":
+            return run_functional(box, code, spec, deadline)
+        return run_asserts(box, code, spec, deadline)
+    except SolutionLoadError as e:
         info.update(verdict="runtime_error", detail=str(e)[:1000])
         return None
-    try:
-        if style == "functional":
-            return run_functional(session, spec, cfg.test_timeout_s)
-        return run_asserts(session, spec, code, cfg.test_timeout_s)
-    finally:
-        session.close()
 
 
 def _compile_cpp(box: Sandbox, code: str, deadline: float, info: dict) -> list[str] | None:

@@ -1,11 +1,20 @@
-"""Call-based Python tests (`functional` and `asserts`), judged on the host.
+"""Call-based Python tests (`functional` and `asserts`): judged in a sandbox, never on the host.
 
-The solution runs in the sandbox behind `sandbox_harness` (a call server). The tests run HERE, on
-the host: for `functional` the expected values are compared with the plain data the sandbox returns;
-for `asserts` the test code itself runs on the host with each solution-defined name replaced by a
-stub that forwards the call into the sandbox. So neither expected values nor the assert statements
-ever enter the sandbox, and nothing the program does in there (exiting 0, printing markers, patching
-builtins, lying `__eq__`) can make a test pass: only returning the right values can.
+A row runs two sandboxed processes of `sandbox_harness`, each in its own bubblewrap (own pid, ipc,
+net and mount namespaces, the slot's uid and limits): the *server* holds the solution and answers
+calls; the *judge* holds the tests (the asserts code, or the cases with their expected values) and
+calls the solution through the host, which only relays lines between the two. Why this design:
+- the tests never share an interpreter with the solution, so a solution cannot rebind a test's
+  names or builtins (`def abs(x): return 0`), forge a verdict, or read an expected value; an object
+  with a lying `__eq__` reaches the judge only as an opaque handle;
+- dataset test code (a poisoned row) runs unprivileged, without network or host files, instead of
+  as the reward worker on the host;
+- everything a row costs runs under its deadline: the host evaluates nothing (`sum(range(10**11))`
+  burns the judge's time, not the worker's), and what it reads is bounded: a line of at most
+  `output_bytes` from the server, waited for at most `test_timeout_s` per call; the judge's
+  messages are parsed only after a size check, so a deep, huge, non-UTF-8 or never-ending line is
+  the program's failure, never the scorer's, and the sandbox is torn down whatever happens.
+Which names of the test code call into the solution (the stubs): see `solution_names`.
 """
 
 from __future__ import annotations
@@ -19,219 +28,186 @@ import select
 import time
 from pathlib import Path
 
-from amray.rewards.sandbox import Sandbox, stop_tree
-from amray.rewards.sandbox_harness import decode, encode
+from amray.rewards.sandbox import Sandbox, SandboxProcess
+from amray.rewards.sandbox_harness import TEST_GLOBALS
 
 _HARNESS = Path(__file__).with_name("sandbox_harness.py").read_text()
-# Modules test code may use without importing them (MBPP asserts lean on the solution's `import math`).
-_TEST_GLOBALS = ("math", "re", "string", "collections", "itertools", "functools", "heapq", "bisect")
+_JUDGE_LINE_BYTES = 64 << 20  # a call's arguments come from the dataset (LiveCodeBench inputs reach MBs)
 
 
-class SandboxCallError(BaseException):
-    """The sandboxed program died, timed out or broke the protocol. A BaseException so that test
-    code's `except Exception` cannot swallow it: the row fails."""
+class SolutionLoadError(Exception):
+    """The solution failed to load (raised, timed out, or broke the protocol before greeting)."""
 
 
-class CallSession:
-    """One sandboxed Python process serving calls into the solution."""
+class CallFailed(Exception):
+    """A sandboxed process died, timed out, overflowed its output or broke the protocol."""
 
-    def __init__(self, box: Sandbox, python: str, code: str, deadline: float) -> None:
-        self.box, self.deadline = box, deadline
-        self.limit = box.config.output_bytes
+
+class _Peer:
+    """One sandboxed process as the host sees it: lines out of it (bounded in size and time), lines into it."""
+
+    def __init__(self, proc: SandboxProcess, name: str, line_bytes: int, stderr_bytes: int) -> None:
+        self.proc, self.name = proc, name
+        self.line_bytes, self.stderr_bytes = line_bytes, stderr_bytes
+        self.buf = b""
         self.stderr_total = 0
         self.stderr_tail = b""
-        self._buf = b""
-        box.write("harness.py", _HARNESS)
-        solution = box.write("solution.py", code)
-        cpu_s = max(1, math.ceil(deadline - time.monotonic()) + 1)
-        self.proc = box.spawn([python, "-I", "/box/harness.py", solution], cpu_s=cpu_s)
-        self.dead: str | None = None
-        hello = self._receive(deadline)
-        if "load_error" in hello:
-            self.close()
-            raise SandboxCallError(f"solution failed to load: {hello['load_error']}")
-        self.names: list[str] = hello.get("names", [])
+        os.set_blocking(proc.stdin.fileno(), False)  # a peer that stops reading must not stall the host
 
-    def call(self, target: list, args: tuple | list, kwargs: dict | None = None, timeout_s: float = 6.0) -> object:
-        """Call into the sandbox; returns decoded plain data or a `RemoteObject`."""
-        return self._request({"op": "call", "target": target, "args": self._encode(list(args)),
-                              "kwargs": self._encode(dict(kwargs or {}))}, timeout_s)
+    def send(self, line: bytes, deadline: float) -> None:
+        data = memoryview(line + b"\n")
+        fd = self.proc.stdin.fileno()
+        while data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                raise CallFailed("time limit exceeded")
+            try:
+                data = data[os.write(fd, data):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise CallFailed(f"{self.name} exited{self._stderr_note()}") from None
 
-    def getattr(self, handle: int, name: str, timeout_s: float) -> object:
-        return self._request({"op": "getattr", "handle": handle, "name": name}, timeout_s)
-
-    def setattr(self, handle: int, name: str, value: object, timeout_s: float) -> None:
-        self._request({"op": "setattr", "handle": handle, "name": name, "value": self._encode(value)}, timeout_s)
-
-    def _encode(self, value: object) -> object:
-        try:
-            return encode(value, extra=lambda x: {"__handle__": x._handle} if isinstance(x, RemoteObject) else None)
-        except TypeError as e:
-            raise TypeError(f"argument cannot be sent to the sandbox: {e}") from None
-
-    def _request(self, request: dict, timeout_s: float) -> object:
-        if self.dead:
-            raise SandboxCallError(self.dead)
-        data = (json.dumps(request) + "\n").encode()
-        try:
-            while data:
-                data = data[os.write(self.proc.stdin.fileno(), data):]
-        except OSError:
-            self._die("the program exited")
-        answer = self._receive(min(self.deadline, time.monotonic() + timeout_s))
-        if "raise" in answer:
-            name, message = answer["raise"]
-            cls = getattr(builtins, str(name), None)
-            if isinstance(cls, type) and issubclass(cls, Exception):
-                raise cls(message)
-            raise RuntimeError(f"{name}: {message}")
-        if "handle" in answer:
-            return RemoteObject(self, int(answer["handle"]), str(answer.get("type")), timeout_s)
-        try:
-            return decode(answer["value"])
-        except (KeyError, ValueError, TypeError) as e:
-            self._die(f"malformed answer from the sandbox: {e}")
-
-    def close(self) -> None:
-        stop_tree(self.proc)
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            f.close()
-        self.box.kill_all()
-
-    def _receive(self, deadline: float) -> dict:
+    def receive(self, deadline: float) -> bytes:
+        """The next line (without its newline)."""
         out, err = self.proc.stdout.fileno(), self.proc.stderr.fileno()
-        while b"\n" not in self._buf:
+        while b"\n" not in self.buf:
+            if len(self.buf) > self.line_bytes:
+                raise CallFailed("output limit exceeded")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._die("time limit exceeded")
-            ready, _, _ = select.select([out, err], [], [], remaining)
-            for fd in ready:
-                chunk = os.read(fd, 65536)
+                raise CallFailed("time limit exceeded")
+            for fd in select.select([out, err], [], [], remaining)[0]:
+                chunk = os.read(fd, 1 << 16)
                 if fd == err:
                     self.stderr_total += len(chunk)
                     self.stderr_tail = (self.stderr_tail + chunk)[-2000:]
-                    if self.stderr_total > self.limit:
-                        self._die("output limit exceeded")
-                    continue
-                if not chunk:
-                    self._die("the program exited" + self._stderr_note())
-                self._buf += chunk
-                if len(self._buf) > self.limit:
-                    self._die("output limit exceeded")
-        line, self._buf = self._buf.split(b"\n", 1)
+                    if self.stderr_total > self.stderr_bytes:
+                        raise CallFailed("output limit exceeded")
+                elif not chunk:
+                    raise CallFailed(f"{self.name} exited{self._stderr_note()}")
+                else:
+                    self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        if len(line) > self.line_bytes:
+            raise CallFailed("output limit exceeded")
+        return line
+
+    def message(self, deadline: float) -> dict:
+        line = self.receive(deadline)
         try:
-            answer = json.loads(line)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            self._die("malformed answer from the sandbox")
-        return answer
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            message = None
+        if not isinstance(message, dict):
+            raise CallFailed(f"malformed message from {self.name}")
+        return message
 
     def _stderr_note(self) -> str:
         tail = self.stderr_tail[-300:].decode(errors="replace").strip()
         return f": {tail}" if tail else ""
 
-    def _die(self, reason: str) -> None:
-        self.dead = reason
-        stop_tree(self.proc)
-        raise SandboxCallError(reason)
+
+def judge_calls(box: Sandbox, solution: str, tests: dict, count: int,
+                deadline: float) -> list[tuple[bool, str | None, float]]:
+    """Run `count` tests (the judge's first line) against `solution`: (passed, error, elapsed_s) per
+    test, stopping at the first failure. SolutionLoadError if the solution never got to serve."""
+    cfg = box.config
+    box.write("harness.py", _HARNESS)
+    solution_path = box.write("solution.py", solution)
+    cpu_s = max(1, math.ceil(deadline - time.monotonic()) + 1)
+    judge = _Peer(box.spawn([cfg.python, "-I", "/box/harness.py", "judge"], cpu_s=cpu_s),
+                  "the tests", _JUDGE_LINE_BYTES, cfg.output_bytes)
+    server = _Peer(box.spawn([cfg.python, "-I", "/box/harness.py", "serve", solution_path], cpu_s=cpu_s),
+                   "the program", cfg.output_bytes, cfg.output_bytes)
+    try:
+        try:
+            judge.send(json.dumps(tests).encode(), deadline)
+            judge.send(server.receive(deadline), deadline)  # the greeting, read by the judge
+            first = judge.message(deadline)
+        except CallFailed as e:
+            raise SolutionLoadError(str(e)) from None
+        if "load_error" in first:
+            raise SolutionLoadError(f"solution failed to load: {str(first['load_error'])[:1000]}")
+        return _relay(judge, server, first, count, deadline, cfg.test_timeout_s)
+    finally:  # the box stops whatever is left if this raised midway; this is the normal path
+        judge.proc.stop()
+        server.proc.stop()
+        box.kill_all()
 
 
-class RemoteCallable:
-    """A top-level function or class of the solution, as test code sees it."""
-
-    def __init__(self, session: CallSession, target: list, timeout_s: float) -> None:
-        self.session, self.target, self.timeout_s = session, target, timeout_s
-
-    def __call__(self, *args: object, **kwargs: object) -> object:
-        return self.session.call(self.target, args, kwargs, self.timeout_s)
-
-
-class RemoteObject:
-    """An object that lives in the sandbox (`Solution()`, a tree node, a bound method). Attribute
-    reads and writes and calls go to the sandbox; it equals nothing but itself and has no truth
-    value, so returning one never satisfies a test."""
-
-    def __init__(self, session: CallSession, handle: int, type_name: str, timeout_s: float) -> None:
-        object.__setattr__(self, "_session", session)
-        object.__setattr__(self, "_handle", handle)
-        object.__setattr__(self, "_type", type_name)
-        object.__setattr__(self, "_timeout_s", timeout_s)
-
-    def __getattr__(self, name: str) -> object:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self._session.getattr(self._handle, name, self._timeout_s)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        self._session.setattr(self._handle, name, value, self._timeout_s)
-
-    def __call__(self, *args: object, **kwargs: object) -> object:
-        return self._session.call(["handle", self._handle], args, kwargs, self._timeout_s)
-
-    def __repr__(self) -> str:
-        return f"<{self._type} object in the sandbox>"
-
-    def __eq__(self, other: object) -> bool:  # only plain data can equal an expected value
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __bool__(self) -> bool:  # else `assert candidate(x)` would pass on any returned object
-        raise TypeError(f"a {self._type} object from the sandbox has no truth value; return plain data")
-
-    def __len__(self) -> int:
-        raise TypeError(f"a {self._type} object from the sandbox has no length; return plain data")
+def _relay(judge: _Peer, server: _Peer, message: dict, count: int, deadline: float,
+           call_timeout_s: float) -> list[tuple[bool, str | None, float]]:
+    outcomes: list[tuple[bool, str | None, float]] = []
+    start = time.monotonic()
+    try:
+        while True:
+            if "call" in message:
+                server.send(json.dumps(message["call"]).encode(), deadline)
+                judge.send(server.receive(min(deadline, time.monotonic() + call_timeout_s)), deadline)
+            elif isinstance(message.get("report"), dict) and isinstance(message["report"].get("ok"), bool):
+                ok, error = message["report"]["ok"], message["report"].get("error")
+                outcomes.append((ok, None if ok else str(error)[:1000], round(time.monotonic() - start, 4)))
+                if not ok or len(outcomes) == count:
+                    return outcomes
+                start = time.monotonic()
+            else:
+                raise CallFailed("malformed message from the tests")
+            message = judge.message(deadline)
+    except CallFailed as e:  # the test under way fails with why; later tests do not run
+        outcomes.append((False, str(e), round(time.monotonic() - start, 4)))
+        return outcomes
 
 
-def run_functional(session: CallSession, spec: dict, timeout_s: float) -> list[dict]:
+def run_functional(box: Sandbox, solution: str, spec: dict, deadline: float) -> list[dict]:
     """LiveCodeBench call-based cases; stops at the first failure (later cases are not run)."""
-    results = []
-    for i, case in enumerate(spec["cases"]):
-        start = time.monotonic()
-        entry: dict = {"case": i}
-        try:
-            value = session.call(["fn", spec["fn_name"]], case["args"], timeout_s=timeout_s)
-            entry["passed"] = same_value(value, case["expected"])
-            if not entry["passed"]:
-                entry["error"] = f"wrong answer: got {_short(value)}"
-        except SandboxCallError as e:
-            entry.update(passed=False, error=str(e))
-        except Exception as e:  # noqa: BLE001 - the solution raised
-            entry.update(passed=False, error=f"{type(e).__name__}: {_short(e)}")
-        entry["elapsed_s"] = round(time.monotonic() - start, 4)
-        results.append(entry)
-        if not entry["passed"]:
-            break
-    return results
+    tests = {"style": "functional", "fn_name": spec["fn_name"], "cases": spec["cases"]}
+    outcomes = judge_calls(box, solution, tests, len(spec["cases"]), deadline)
+    return [{"case": i, "passed": ok, **({"error": error} if error else {}), "elapsed_s": elapsed}
+            for i, (ok, error, elapsed) in enumerate(outcomes)]
 
 
-def run_asserts(session: CallSession, code: str, solution: str, timeout_s: float) -> list[dict]:
-    """Run the test code on the host, one top-level statement at a time, against sandbox stubs."""
+def run_asserts(box: Sandbox, solution: str, code: str, deadline: float) -> list[dict]:
+    """The test code, one top-level statement at a time, in the judge; stops at the first failure."""
     tree = ast.parse(code)  # the caller has checked it parses
-    namespace: dict = {"__name__": "__test__"}
-    for module in _TEST_GLOBALS:
-        namespace[module] = __import__(module)
-    for name in defined_names(solution):
-        if (name not in namespace and not hasattr(builtins, name)) or only_called_on_the_left(name, tree):
-            namespace[name] = RemoteCallable(session, ["name", name], timeout_s)
-    results = []
-    for stmt in tree.body:
-        start = time.monotonic()
-        entry: dict = {"line": stmt.lineno, "test": ast.get_source_segment(code, stmt)[:200]}
-        try:
-            exec(compile(ast.Module([stmt], type_ignores=[]), "<tests>", "exec"), namespace)
-            entry["passed"] = True
-        except SandboxCallError as e:
-            entry.update(passed=False, error=str(e))
-        except Exception as e:  # noqa: BLE001 - a failed assert, or the solution raised
-            entry.update(passed=False, error=f"{type(e).__name__}: {_short(e)}")
-        entry["elapsed_s"] = round(time.monotonic() - start, 4)
-        results.append(entry)
-        if not entry["passed"]:
-            break
-    return results
+    tests = {"style": "asserts", "code": code, "stubs": solution_names(solution, tree)}
+    outcomes = judge_calls(box, solution, tests, len(tree.body), deadline)
+    return [{"line": stmt.lineno, "test": ast.get_source_segment(code, stmt)[:200], "passed": ok,
+             **({"error": error} if error else {}), "elapsed_s": elapsed}
+            for stmt, (ok, error, elapsed) in zip(tree.body, outcomes)]
+
+
+def solution_names(solution: str, tests: ast.Module) -> list[str]:
+    """The names of the test code that call into the solution; every other name resolves in the
+    judge (builtins, TEST_GLOBALS, the test's own definitions). A solution name that shadows a
+    builtin or test global (MBPP's `def sum(a, b)`) is taken only when it must be the entry point:
+    the tests use no other solution name and no other shadowing one. So `def abs(x): return 0`
+    beside `truncate_number` cannot answer `abs(candidate(x) - 0.5) < 1e-6` for the tests."""
+    defined = set(defined_names(solution))
+    bound_by_tests = _module_bindings(tests)
+    used = {n.id for n in ast.walk(tests) if isinstance(n, ast.Name)} - bound_by_tests
+    own = defined - set(dir(builtins)) - set(TEST_GLOBALS) - bound_by_tests
+    shadowing = (defined - own - bound_by_tests) & used
+    if own & used or len(shadowing) != 1:
+        return sorted(own)
+    return sorted(own | shadowing)
+
+
+def _module_bindings(tree: ast.Module) -> set[str]:
+    """Names the test code binds at module level (defs, imports, assignments, loop targets)."""
+    names: set[str] = set()
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)  # its body is a scope of its own
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif not isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            todo.extend(ast.iter_child_nodes(node))
+    return names
 
 
 def defined_names(solution: str) -> list[str]:
@@ -243,31 +219,3 @@ def defined_names(solution: str) -> list[str]:
         elif isinstance(node, ast.Assign):
             names += [t.id for t in node.targets if isinstance(t, ast.Name)]
     return names
-
-
-def only_called_on_the_left(name: str, tests: ast.Module) -> bool:
-    """May a solution function shadowing a builtin or test global (MBPP has `def sum(a, b)`) be
-    stubbed? Only if the tests use the name solely as `name(...) == <expected>`: a solution
-    defining `set` must not get to compute both sides of `set(f(x)) == set([...])`."""
-    uses = [n for n in ast.walk(tests) if isinstance(n, ast.Name) and n.id == name]
-    on_left = {id(node.left.func) for node in ast.walk(tests) if isinstance(node, ast.Compare)
-               and isinstance(node.left, ast.Call) and isinstance(node.left.func, ast.Name) and node.left.func.id == name}
-    return bool(uses) and all(id(n) in on_left for n in uses)
-
-
-def same_value(value: object, expected: object) -> bool:
-    """LiveCodeBench's call-based check: `prediction == expected` with tuples read as lists."""
-    return _as_lists(value) == expected
-
-
-def _as_lists(x: object) -> object:
-    if isinstance(x, (list, tuple)):
-        return [_as_lists(i) for i in x]
-    if isinstance(x, dict):
-        return {k: _as_lists(v) for k, v in x.items()}
-    return x
-
-
-def _short(x: object, limit: int = 200) -> str:
-    text = repr(x) if not isinstance(x, BaseException) else str(x)
-    return text if len(text) <= limit else text[:limit] + "..."

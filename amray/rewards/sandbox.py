@@ -2,11 +2,15 @@
 
 Layers, each closing a hole the others leave:
 - bubblewrap: new user/pid/net/ipc/uts namespaces (no network, the process tree dies with its pid-1),
-  a read-only /usr and nothing else of the host, a private size-bounded /tmp, a clean environment,
-  `--die-with-parent`.
+  no nested user namespaces (a program could mount a tmpfs of its own in one), a read-only /usr and
+  nothing else of the host, a clean environment, `--die-with-parent`. The only writable filesystems
+  are /tmp and /dev/shm, each a tmpfs of `tmp_size_mb`; /dev itself is read-only. So disk and memory
+  written as files are bounded without a memory cgroup (cgroup-v2 hosts have none, see below).
 - a host uid per concurrent sandbox (`uid_base + slot`, slots taken with flock): RLIMIT_NPROC does
-  not bind root, and counts per uid, so sandboxes must not share one. After a run every process of
-  that uid is killed (`kill -1` as the uid), so nothing a program started survives it.
+  not bind root, and counts per uid, so sandboxes must not share one. After every run each process
+  of that uid is killed (`kill -9 -1` as the uid); when the sandbox closes, /proc must show none left
+  (zombies count: they hold the uid's process quota), else the slot is retired for good, as it is
+  when it is found unclean before use. So nothing a row started can outlive it or starve a later row.
 - rlimits (CPU, address space, processes, file size, open files) and a wall-clock deadline that kills
   the whole tree; captured output is bounded.
 - a cgroup-v1 memory limit per slot where the host allows it (64 processes x RLIMIT_AS is too much).
@@ -19,6 +23,7 @@ Layers, each closing a hole the others leave:
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import select
@@ -35,8 +40,10 @@ from amray.rewards.config import SandboxConfig
 BOX = "/box"  # where the host work directory appears inside the sandbox (read-only)
 _SLOT_DIR = Path(tempfile.gettempdir()) / "amray-sandbox-slots"
 _CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
-# Processes killed a moment ago may still be exiting; `kill` fails only once none is left (at most ~2 s).
-_KILL_LOOP = "i=0; while kill -s KILL -1 2>/dev/null && [ $i -lt 400 ]; do i=$((i+1)); sleep 0.005; done"
+# `-9`, not `-s KILL -1`: dash (Debian's /bin/sh) reads that `-1` as an option and kills nothing.
+_KILL = "kill -9 -1"
+_CLEAN_WAIT_S = 2.0  # how long killed processes may take to be reaped before the slot is retired
+_retired_slots: dict[int, int] = {}  # uid -> its lock fd, held until this process exits: never reused
 
 
 class SandboxError(RuntimeError):
@@ -80,6 +87,9 @@ class Sandbox:
         self.workdir: Path | None = None
         self._slot_fd: int | None = None
         self._cgroup_procs: Path | None = None
+        self._procs: list[SandboxProcess] = []
+        self.retired = False
+        """Set on close when a process of the uid outlived every kill: the slot is never used again."""
 
     # --- lifetime -------------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -94,19 +104,28 @@ class Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.kill_all()
+        for proc in self._procs:  # whatever a caller left running (e.g. it raised midway)
+            proc.stop()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self._procs = []
+        clean = self.kill_all()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         if self._slot_fd is not None:
-            os.close(self._slot_fd)  # releases the flock: the uid is free again
+            self.retired = not clean
+            if self.retired:  # keep the flock: no sandbox of this process or another takes the uid again
+                _retired_slots[self.uid] = self._slot_fd
+            else:
+                os.close(self._slot_fd)  # releases the flock: the uid is free again
             self._slot_fd = None
 
-    def kill_all(self) -> None:
-        """Kill every process of this sandbox's uid (whatever it forked, daemonized or hid)."""
-        if self.privileged:  # kill(-1) as the uid reaches all its processes; repeat until none is left
-            subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "/bin/sh", "-c",
-                            _KILL_LOOP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+    def kill_all(self) -> bool:
+        """Kill every process of this sandbox's uid (whatever it forked, daemonized or hid); False if
+        one outlived every kill (a zombie nobody reaps: it still counts against RLIMIT_NPROC)."""
+        return _kill_uid(self.uid) if self.privileged else True
 
     # --- files ----------------------------------------------------------------------------------
     def write(self, name: str, data: str | bytes) -> str:
@@ -140,15 +159,16 @@ class Sandbox:
                 prefix = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self._cgroup_procs), *prefix]
         else:  # best effort without root: the uid is shared, so only the namespaces bound the tree
             prefix = ["prlimit", *limits, "--"]
+        tmp_size = str(c.tmp_size_mb << 20)
         mounts = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                   "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
-                  "--size", str(c.tmp_size_mb << 20), "--tmpfs", "/tmp",
-                  "--ro-bind", str(self.workdir), BOX]
+                  "--size", tmp_size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",  # /dev's own tmpfs has no size
+                  "--size", tmp_size, "--tmpfs", "/tmp", "--ro-bind", str(self.workdir), BOX]
         for inside in writable:
             mounts += ["--bind", str(self.workdir / Path(inside).relative_to(BOX)), inside]
-        bwrap = ["bwrap", "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", *mounts, "--remount-ro", "/",
-                 "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/tmp",
-                 "--setenv", "LANG", "C.UTF-8", "--"]
+        bwrap = ["bwrap", "--unshare-all", *_no_nested_userns(), "--as-pid-1", "--die-with-parent", "--new-session",
+                 *mounts, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin",
+                 "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--"]
         return [*prefix, *bwrap, *argv]
 
     def spawn(self, argv: list[str], stdin: int | None = None, **kwargs: object) -> SandboxProcess:
@@ -164,6 +184,7 @@ class Sandbox:
         finally:
             os.close(info_w)
         proc.info_fd = info_r
+        self._procs.append(proc)
         return proc
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout_s: float | None = None,
@@ -185,11 +206,15 @@ class Sandbox:
         deadline = time.monotonic() + self.slot_wait_s
         while True:
             for slot in range(self.config.uid_slots):
-                fd = os.open(_SLOT_DIR / f"{self.config.uid_base + slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+                uid = self.config.uid_base + slot
+                fd = os.open(_SLOT_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
+                    continue
+                if not _kill_uid(uid):  # left by a process that died holding the slot
+                    _retired_slots[uid] = fd
                     continue
                 self._slot_fd = fd
                 return slot
@@ -285,6 +310,48 @@ def drain(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[bytes, b
     proc.stdout.close()
     proc.stderr.close()
     return bytes(bufs[out_fd][:limit]), bytes(bufs[err_fd][:limit]), timed_out, exceeded
+
+
+def _uid_processes(uid: int) -> list[int]:
+    """Pids of every process, zombies included, whose real, effective, saved or fs uid is `uid`."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as f:
+                status = f.read()
+        except OSError:  # exited meanwhile
+            continue
+        uids = next((line.split()[1:] for line in status.splitlines() if line.startswith(b"Uid:")), [])
+        if str(uid).encode() in uids:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill_uid(uid: int, timeout_s: float = _CLEAN_WAIT_S) -> bool:
+    """SIGKILL every process of `uid` until /proc shows none; False if one outlives `timeout_s`.
+    kill(-1) run as the uid reaches all of them, in any pid namespace. Its exit status cannot tell
+    whether any was left: it succeeds whenever the host has other processes, even unsignalled ones."""
+    deadline = time.monotonic() + timeout_s
+    while _uid_processes(uid):
+        if time.monotonic() > deadline:
+            return False
+        subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/bin/sh", "-c", _KILL],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        time.sleep(0.01)  # the killed are reaped by their parents
+    return True
+
+
+@functools.cache
+def _no_nested_userns() -> tuple[str, ...]:
+    """bwrap flags that forbid user namespaces inside the sandbox (bwrap >= 0.8; older ones cannot)."""
+    version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.split()[-1:]
+    try:
+        supported = tuple(int(x) for x in version[0].split(".")[:2]) >= (0, 8)
+    except (IndexError, ValueError):
+        supported = False
+    return ("--unshare-user", "--disable-userns") if supported else ()
 
 
 def _slot_cgroup(slot: int, memory_mb: int) -> Path | None:
