@@ -53,3 +53,74 @@ def test_benchmark_settings_lists_and_dates(tmp_path):
         load_config(f)
     with pytest.raises(ConfigError, match=r"unknown config key bench\.gsm9k"):
         load_config(None, ["bench.gsm9k.max_tokens=1"])
+
+
+# Allowed values are checked at load, with the key named (the values the issue found accepted).
+@pytest.mark.parametrize("override, message", [
+    ("log.wandb_mode=offlin", r"log\.wandb_mode: 'offlin' is not one of offline, online, disabled \(did you mean offline\?\)"),
+    ("trainer.backend=ncl", r"trainer\.backend: 'ncl' is not one of auto, gloo, nccl"),
+    ("trainer.dtype=bf16", r"trainer\.dtype: 'bf16' is not one of float32, bfloat16, auto \(did you mean bfloat16\?\)"),
+    ("sync.backend=object-store", r"sync\.backend: 'object-store' is not one of"),
+    ("grpo.samples_per_prompt=-3", r"grpo\.samples_per_prompt: must be >= 1, got -3"),
+    ("trainer.num_workers=0", r"trainer\.num_workers: must be >= 1, got 0"),
+    ("eval.benchmarks=gsm8k,math501", r"eval\.benchmarks: 'math501' is not one of aime2024, .* \(did you mean math500\?\)"),
+    ("rollout.top_p=0", r"rollout\.top_p: must be > 0 and <= 1, got 0\.0"),
+    ("trainer.min_lr_ratio=1.5", r"trainer\.min_lr_ratio: must be >= 0 and <= 1, got 1\.5"),
+    ("bench.gsm8k.max_tokens=0", r"bench\.gsm8k\.max_tokens: must be >= 1, got 0"),
+    ("data.ledger_stage=true", r"data\.ledger_stage: True is not one of 1, 2"),
+    ("rollout.max_tokens=1024", r"rollout\.max_tokens: 1024 leaves no room for a prompt within rollout\.max_model_len=1024"),
+])
+def test_allowed_values_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_a_config_built_or_changed_in_python_is_checked_the_same_way():
+    from amray.config import Config, TrainerConfig, validate
+
+    validate(Config(trainer=TrainerConfig(num_workers=4)))
+    for change, message in [
+        (lambda c: setattr(c.trainer, "num_workers", 0), r"trainer\.num_workers: must be >= 1"),
+        (lambda c: setattr(c.trainer, "dtype", "bf16"), r"trainer\.dtype: 'bf16' is not one of"),
+        (lambda c: setattr(c.eval, "benchmarks", "gsm8k"), r"eval\.benchmarks: 'gsm8k' is not a list"),
+        (lambda c: setattr(c.grpo, "steps", "10"), r"grpo\.steps: expected an integer"),
+        (lambda c: setattr(c.bench.livecodebench, "date_from", "2024-13-01"), r"bench\.livecodebench\.date_from"),
+        (lambda c: setattr(c, "trainer", None), r"trainer: expected a TrainerConfig section"),
+    ]:
+        cfg = Config()
+        change(cfg)
+        with pytest.raises(ConfigError, match=message):
+            validate(cfg)
+
+
+def test_runs_start_by_validating_before_ray_starts():
+    import ray
+
+    from amray.config import Config
+    from amray.rayenv import init_ray
+
+    cfg = Config()
+    cfg.grpo.samples_per_prompt = -3
+    assert not ray.is_initialized()
+    with pytest.raises(ConfigError, match=r"grpo\.samples_per_prompt"):
+        init_ray(cfg)
+    assert not ray.is_initialized()
+
+
+def test_benchmark_names_are_the_registrys():
+    import dataclasses
+    import typing
+
+    from amray.config import BenchConfig, BenchmarkName
+    from amray.evaluation.benchmarks import REGISTRY
+
+    assert set(typing.get_args(BenchmarkName)) == set(REGISTRY)  # what eval.benchmarks accepts is what GRPO can run
+    assert set(REGISTRY) <= {f.name for f in dataclasses.fields(BenchConfig)}  # each has its `bench` settings
+
+
+def test_printed_config_loads_back_to_the_same_tree(tmp_path):
+    from amray.configtree import to_yaml
+
+    cfg = load_config(CONFIGS[0], ["eval.benchmarks=gsm8k", "rollout.stop=['</a>']", "rollout.seed=null"])
+    (tmp_path / "c.yaml").write_text(to_yaml(cfg))
+    assert load_config(tmp_path / "c.yaml") == cfg
