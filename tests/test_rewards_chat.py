@@ -111,3 +111,67 @@ def test_parse_judge_score(text: str, score: int | None) -> None:
 def test_missing_model_is_an_error_not_a_crash() -> None:
     result = score_row(chat_row("hi"), RewardConfig(chat=ChatRewardConfig(model_path=""), timeout_s=60))
     assert result.reward == 0.0 and "reward.chat.model_path is empty" in result.info["error"]
+
+
+# --- the served judge (reward.chat.endpoint), against a fake OpenAI-compatible server ---------
+
+@pytest.fixture(scope="module")
+def judge_server():
+    from endpoint_fakes import FakeOpenAI
+
+    with FakeOpenAI(["scripted", "slow", "error500", "garbage"]) as fake:
+        yield fake
+
+
+def served(fake, model: str = "scripted", timeout_s: float = 30, **chat: object) -> RewardConfig:
+    return RewardConfig(chat=ChatRewardConfig(endpoint=fake.url, endpoint_model=model, **chat), timeout_s=timeout_s)
+
+
+def test_served_judge_reward_is_the_mean_of_the_three_scores(judge_server) -> None:
+    import json
+
+    def judge(messages: list[dict]) -> str:  # a judge that likes the right capital
+        good = "paris" in messages[-1]["content"].split("[Answer]")[1]
+        return json.dumps({"helpfulness": 4, "correctness": 4, "coherence": 3} if good else
+                          {"helpfulness": 1, "correctness": 0, "coherence": 2})
+
+    judge_server.script = judge
+    right = score_row(chat_row("<think>hmm, lyon?</think>the capital of france is paris"), served(judge_server))
+    wrong = score_row(chat_row("the capital of france is lyon"), served(judge_server))
+    assert "error" not in right.info, right.info
+    assert right.info["judge_scores"] == {"helpfulness": 4.0, "correctness": 4.0, "coherence": 3.0}
+    assert math.isclose(right.reward, (11 / 3) / 4) and math.isclose(wrong.reward, 1 / 4)
+    assert right.info["judge"] == f"scripted @ {judge_server.url}"
+    body = judge_server.chats("scripted")[-2]["body"]
+    question = body["messages"][0]["content"]
+    assert "what is the capital of france" in question and "lyon?" not in question  # the answer, not the thinking
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["helpfulness", "correctness", "coherence"]
+    assert schema["properties"]["coherence"] == {"type": "number", "minimum": 0.0, "maximum": 4.0}
+
+
+@pytest.mark.parametrize("answer, problem", [
+    ("The answer is good. Score: 9/10", "no JSON object with helpfulness, correctness, coherence"),
+    ('{"helpfulness": 3, "correctness": 7, "coherence": 2}', "correctness=7 is outside the scale 0..4"),
+    ('{"helpfulness": "great", "correctness": 1, "coherence": 2}', "helpfulness is 'great', not a number"),
+])
+def test_served_judge_unparseable_answer_scores_zero_with_the_reason(judge_server, answer: str, problem: str) -> None:
+    judge_server.script = lambda messages: answer
+    result = score_row(chat_row("the capital of france is paris"), served(judge_server))
+    assert result.reward == 0.0 and problem in result.info["error"], result.info
+    assert result.info["judge_output"] == answer
+
+
+@pytest.mark.parametrize("model, problem", [
+    ("error500", "failed after 2 attempts: HTTP 500"),
+    ("garbage", "answered 200 with a body that is not JSON"),
+    ("slow", "no answer within"),
+])
+def test_served_judge_failures_score_zero_within_the_row_bound(judge_server, model: str, problem: str) -> None:
+    import time
+
+    start = time.monotonic()
+    result = score_row(chat_row("the capital of france is paris"), served(judge_server, model, timeout_s=2, retries=1))
+    assert result.reward == 0.0 and problem in result.info["error"], result.info
+    assert result.info["error"].startswith("chat judge: reward.chat: ")
+    assert time.monotonic() - start < 20  # the row's bound (2 s) holds: never the server's 30 s

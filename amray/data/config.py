@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from amray.endpoint import EndpointConfig
+
 
 @dataclass
 class RuleSwitches:
@@ -106,9 +108,30 @@ class GroundTruthConfig:
     """Replace the answer by the majority's when the second judge's answer agrees with it (the paper's
     correction); the old one is kept in `answer_original`."""
     drop_disagreeing: bool = False
-    """Drop rows whose answer the majority contradicts and which were not corrected."""
+    """Drop rows whose answer the majority contradicts and which were not corrected (a row whose
+    served judge failed is kept, marked `unchecked`)."""
     timeout_s: float = 10.0
     """Bound on one math-verify comparison."""
+    judge: EndpointConfig = field(default_factory=EndpointConfig)
+    """The second judge served (AM-Thinking: o4-mini): with `judge.endpoint` set, each row whose
+    answer the references' majority disputes is sent to it, and its last \\boxed{} answer decides
+    (instead of a --judge file). E.g. judge.endpoint=https://api.openai.com/v1 judge.model=o4-mini
+    judge.api_key_env=OPENAI_API_KEY judge.extra_body={reasoning_effort: high}."""
+    judge_prompt: str = ""
+    """The question sent to the served judge, with {query}; empty: the query and "Please reason step
+    by step, and put your final answer within \\boxed{}." """
+
+
+@dataclass
+class LLMFilterConfig(EndpointConfig):
+    """The LLM filter of math queries (`python -m amray.data.preprocess`, rule `ill_posed`): a served
+    model reads each math query still kept after the other rules and says whether it is well posed
+    (AM-Thinking-v1 2.1: an LLM removes queries whose description is unclear or incomplete). Off
+    unless `endpoint` is set; a query the model could not judge is kept, marked unchecked."""
+
+    prompt: str = ""
+    """Template with {query}; empty: the built-in one. The model must
+    answer {"well_posed": true|false, "reason": "..."} (amray.data.rules.ILL_POSED_PROMPT)."""
 
 
 @dataclass
@@ -144,6 +167,7 @@ class PreprocessConfig:
     mixing: MixingConfig = field(default_factory=MixingConfig)
     ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
     responses: ResponseFilterConfig = field(default_factory=ResponseFilterConfig)
+    llm_filter: LLMFilterConfig = field(default_factory=LLMFilterConfig)
     math_sources: list[str] = field(default_factory=lambda: ["math"])
     """Sources graded by a single math answer: the proof, sub-question, multiple-choice and
     no-answer rules apply to them only."""

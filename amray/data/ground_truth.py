@@ -4,13 +4,16 @@
         --output OUT --report REPORT [--rejects REJECTS] [ground_truth.correct=true ...]
 
 AM-Thinking-v1 (section 2.1): reference responses are compared with the ground truth by
-math-verify; where the references' majority answer disagrees, a second judge answers the query, and
-if it agrees with the majority the majority's answer replaces the ground truth. Each reference's last
-`\\boxed{}` is compared exactly as the math reward does (`amray.rewards.math.score_math`).
+math-verify; where the references' majority answer disagrees, a second judge (o4-mini in the paper)
+answers the query, and if math-verify finds its answer equivalent to the majority's, the judge's
+answer replaces the ground truth. Each reference's last `\\boxed{}` is compared exactly as the math
+reward does (`amray.rewards.math.score_math`).
 
 REFS rows: `id` and `responses` (a list) or `response` (one per row, ids may repeat). To sample them
 with the rollout engines: `python jobs/pass_rate.py --input IN --samples K --responses REFS ...`.
-JUDGE rows: `id` and `response` (its last box is used) or `answer`.
+The second judge is served (`ground_truth.judge.endpoint=URL`: only the disputed rows are sent, a
+row whose judge fails or gives no boxed answer is kept as `unchecked` with `judge_error`), or its
+answers come from a file: JUDGE rows with `id` and `response` (its last box is used) or `answer`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from dataclasses import dataclass
 from amray.data.answers import answer_text
 from amray.data.cli import config, parser, run, write_rejects, write_report
 from amray.data.config import GroundTruthConfig
+from amray.configtree import ConfigError
 from amray.data.records import DataError, read_records, write_records
 from amray.data.rows import Row, read_rows
+from amray.endpoint import EndpointClient, EndpointError
+from amray.prompts import MATH_INSTRUCTION
 from amray.rewards.math import last_boxed, score_math
 
-STATUSES = ("agrees", "disagrees", "corrected", "no_majority", "no_references")
+STATUSES = ("agrees", "disagrees", "corrected", "no_majority", "no_references", "unchecked")
+"""`unchecked`: the majority disputes the answer but the served judge could not answer (kept)."""
 
 
 @dataclass
@@ -62,7 +69,8 @@ def majority_answer(answers: list[str | None], cfg: GroundTruthConfig) -> tuple[
     return Counter(top).most_common(1)[0][0], len(top)
 
 
-def check_answer(answer: str, responses: list[str], judge: str | None, cfg: GroundTruthConfig) -> Check:
+def reference_check(answer: str, responses: list[str], cfg: GroundTruthConfig) -> Check:
+    """agrees / disagrees / no_majority / no_references: the references' majority against `answer`."""
     if not responses:
         return Check("no_references")
     correct = sum(score_math(r, answer, timeout_s=cfg.timeout_s).reward == 1.0 for r in responses)
@@ -71,9 +79,36 @@ def check_answer(answer: str, responses: list[str], judge: str | None, cfg: Grou
         return Check("no_majority", None, correct, len(responses))
     if equivalent(majority, answer, cfg):
         return Check("agrees", majority, correct, len(responses))
-    if cfg.correct and judge is not None and equivalent(judge, majority, cfg):
-        return Check("corrected", majority, correct, len(responses))
     return Check("disagrees", majority, correct, len(responses))
+
+
+def apply_judge(check: Check, judge: str | None, cfg: GroundTruthConfig) -> Check:
+    """A disputed answer is corrected to the judge's when the judge agrees with the majority."""
+    if check.status == "disagrees" and cfg.correct and judge is not None and equivalent(judge, check.majority, cfg):
+        return Check("corrected", check.majority, check.references_correct, check.references)
+    return check
+
+
+def ask_judge(rows: list[Row], cfg: GroundTruthConfig) -> dict[str, tuple[str | None, str]]:
+    """The served judge's answer to each row's query: id -> (last boxed answer, "") or (None, why not)."""
+    template = cfg.judge_prompt or "{query}\n\n" + MATH_INSTRUCTION.replace("{", "{{").replace("}", "}}")
+    try:
+        client = EndpointClient(cfg.judge, "ground_truth.judge")
+    except EndpointError as e:  # e.g. the API key's variable is not set: the run's setting, named
+        raise ConfigError(str(e)) from None
+    with client:
+        def one(row: Row) -> tuple[str | None, str]:
+            try:
+                reply = client.chat([{"role": "user", "content": template.format(query=row.last_turn)}])
+            except EndpointError as e:
+                return None, str(e)
+            answer = last_boxed(reply.text)
+            if answer is None:
+                cut = " (cut at ground_truth.judge.max_tokens)" if reply.finish_reason == "length" else ""
+                return None, f"{client.name}: no \\boxed{{}} answer{cut}: {reply.text[-200:]!r}"
+            return answer, ""
+
+        return dict(zip([r.id for r in rows], client.map(one, rows)))
 
 
 def load_references(path: str) -> dict[str, list[str]]:
@@ -103,28 +138,50 @@ def load_judge(path: str) -> dict[str, str | None]:
 
 
 def check_rows(rows: list[Row], refs: dict[str, list[str]], judged: dict[str, str | None],
-               math_sources: list[str], cfg: GroundTruthConfig) -> tuple[list[dict], list[tuple[dict, str, str]], dict]:
-    """Rows with `answer_check` (and corrected answers), the dropped ones, and the counts."""
-    kept, rejected = [], []
+               math_sources: list[str], cfg: GroundTruthConfig
+               ) -> tuple[list[dict], list[tuple[dict, str, str]], Counter]:
+    """Rows with `answer_check` (and corrected answers), the dropped ones, and the counts. With
+    `ground_truth.judge.endpoint` set, the disputed rows' judge answers are asked for here."""
+    checks: dict[int, tuple[str, Check]] = {}
     counts: Counter = Counter()
-    for row in rows:
-        data = row.data
+    for i, row in enumerate(rows):
         if row.source not in math_sources:
+            continue
+        answer = answer_text(row.data.get("answer"))
+        if not answer:
+            raise DataError(f"row {row.number} (id {row.id}): field `answer` is missing; clean the file first")
+        checks[i] = (answer, reference_check(answer, refs.get(row.id, []), cfg))
+    served: dict[str, tuple[str | None, str]] = {}
+    if cfg.judge.endpoint:
+        disputed = [rows[i] for i, (_, c) in checks.items() if c.status == "disagrees"]
+        served = ask_judge(disputed, cfg) if disputed else {}
+        judged = {**judged, **{rid: answer for rid, (answer, _) in served.items()}}
+    kept, rejected = [], []
+    for i, row in enumerate(rows):
+        data = row.data
+        if i not in checks:
             counts["not_math"] += 1
             kept.append(data)
             continue
-        answer = answer_text(data.get("answer"))
-        if not answer:
-            raise DataError(f"row {row.number} (id {row.id}): field `answer` is missing; clean the file first")
-        check = check_answer(answer, refs.get(row.id, []), judged.get(row.id), cfg)
+        answer, check = checks[i]
+        judge_answer, judge_error = judged.get(row.id), served.get(row.id, (None, ""))[1]
+        check = apply_judge(check, judge_answer, cfg)
+        if judge_error:
+            check = Check("unchecked", check.majority, check.references_correct, check.references)
+            data["judge_error"] = judge_error
+            counts["judge_failed"] += 1
+        elif row.id in served:
+            counts["judge_agrees" if equivalent(judge_answer, check.majority, cfg) else "judge_disagrees"] += 1
         counts[check.status] += 1
         counts["references"] += check.references
         counts["references_correct"] += check.references_correct
         data["answer_check"] = check.status
         if check.majority is not None and check.status != "agrees":
             data["reference_majority"] = check.majority
-        if check.status == "corrected":
-            data["answer_original"], data["answer"] = data["answer"], check.majority
+        if judge_answer is not None and check.status != "agrees":
+            data["judge_answer"] = judge_answer
+        if check.status == "corrected":  # the paper revises the ground truth to the judge's answer
+            data["answer_original"], data["answer"] = data["answer"], judge_answer
         if check.status == "disagrees" and cfg.drop_disagreeing:
             rejected.append((data, "answer_disagrees_with_references",
                              f"majority answer {check.majority!r} vs answer {answer!r}"))
@@ -141,9 +198,13 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = config(args)
     rows = read_rows(args.input)
     refs = load_references(args.references)
+    served = cfg.ground_truth.judge.endpoint
+    if args.judge and served:
+        raise DataError("give the second judge's answers as --judge FILE or serve it (ground_truth.judge.endpoint), not both")
     judged = load_judge(args.judge) if args.judge else {}
-    if cfg.ground_truth.correct and not args.judge:
-        print("warning: ground_truth.correct=true without --judge: nothing can be corrected")
+    if cfg.ground_truth.correct and not (args.judge or served):
+        print("warning: ground_truth.correct=true without a judge (--judge or ground_truth.judge.endpoint): "
+              "nothing can be corrected")
     kept, rejected, counts = check_rows(rows, refs, judged, cfg.math_sources, cfg.ground_truth)
     ids = {r.id for r in rows}
     write_records(args.output, kept)
@@ -156,6 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
         "references": counts["references"], "references_correct": counts["references_correct"],
         "references_without_row": sum(1 for i in refs if i not in ids),
     }
+    if served:
+        report["judge"] = {"endpoint": served, "asked": sum(counts[k] for k in ("judge_agrees", "judge_disagrees",
+                                                                                "judge_failed")),
+                           "agrees_with_majority": counts["judge_agrees"],
+                           "disagrees_with_majority": counts["judge_disagrees"], "failed": counts["judge_failed"]}
     write_report(args.report, report)
     return report
 

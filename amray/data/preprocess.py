@@ -6,15 +6,20 @@
 Rules, in the order they run (each switchable in `PreprocessConfig`; a row is dropped by the
 first rule it breaks): URLs, image references, proofs, multi-part questions, multiple-choice math
 (rewritten to fill-in, or dropped when it cannot be), math without a usable answer, exact and
-near duplicates, then matches with any eval file: exact, 13-gram, embedding similarity.
+near duplicates, matches with any eval file (exact, 13-gram, embedding similarity), then, with
+`llm_filter.endpoint` set, math queries a served LLM judges ill posed (`ill_posed`; a query it
+could not judge is kept with `llm_filter: unchecked` and the reason in `llm_filter_error`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from tqdm import tqdm
 
 from amray.data import dedup, rules
 from amray.data.choices import rewrite_multiple_choice
@@ -26,7 +31,8 @@ from amray.data.records import write_records
 from amray.data.rows import Row, read_rows
 
 RULES = ("url", "image_reference", "proof", "multi_subquestion", "multiple_choice_unresolved", "no_answer",
-         "exact_duplicate", "near_duplicate", "contaminated_exact", "contaminated_ngram", "contaminated_embedding")
+         "exact_duplicate", "near_duplicate", "contaminated_exact", "contaminated_ngram", "contaminated_embedding",
+         "ill_posed")
 
 Verdicts = dict[int, tuple[str, str]]
 """Position in the stage's input -> (rule, detail) for each row the stage drops."""
@@ -38,19 +44,26 @@ class Cleaning:
     rejected: list[tuple[Row, str, str]] = field(default_factory=list)
     rewritten: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
+    llm_filter: Counter = field(default_factory=Counter)
+    """Math queries the LLM filter judged (`checked`) and could not judge (`unchecked`)."""
+    progress: bool = False
+    """Say each stage as it starts (stages that loop over rows here also show a bar)."""
 
     def run(self, stage: str, check: Callable[[list[Row]], Verdicts]) -> None:
         """Apply one stage to the rows still kept; its drops leave `kept` in input order."""
         start = time.perf_counter()
+        if self.progress:
+            tqdm.write(f"clean: {stage} on {len(self.kept)} rows", file=sys.stderr)
         verdicts = check(self.kept)
         self.rejected += [(self.kept[i], rule, detail) for i, (rule, detail) in sorted(verdicts.items())]
         self.kept = [r for i, r in enumerate(self.kept) if i not in verdicts]
         self.seconds[stage] = round(time.perf_counter() - start, 3)
 
 
-def clean(rows: list[Row], cfg: PreprocessConfig, decontaminator: Decontaminator | None = None) -> Cleaning:
-    done = Cleaning(list(rows))
-    done.run("query_rules", lambda kept: query_rules(kept, cfg, done.rewritten))
+def clean(rows: list[Row], cfg: PreprocessConfig, decontaminator: Decontaminator | None = None,
+          progress: bool = False) -> Cleaning:
+    done = Cleaning(list(rows), progress=progress)
+    done.run("query_rules", lambda kept: query_rules(kept, cfg, done.rewritten, progress))
     if cfg.rules.exact_duplicate:
         done.run("exact_duplicate", exact_duplicates)
     if cfg.rules.near_duplicate:
@@ -58,15 +71,19 @@ def clean(rows: list[Row], cfg: PreprocessConfig, decontaminator: Decontaminator
     if decontaminator is not None:
         d = cfg.decontamination
         if d.exact or d.ngram:
-            done.run("contamination_text", lambda kept: contamination_text(kept, decontaminator))
+            done.run("contamination_text", lambda kept: contamination_text(kept, decontaminator, progress))
         if d.embedding:
-            done.run("contamination_embedding", lambda kept: {
-                i: ("contaminated_embedding", detail)
-                for i, detail in decontaminator.semantic([r.query for r in kept]).items()})
+            done.run("contamination_embedding", lambda kept: contamination_embedding(kept, decontaminator, progress))
+    if cfg.llm_filter.endpoint:  # last: the one stage that costs a model call per row
+        done.run("llm_filter", lambda kept: llm_filter(kept, cfg, done.llm_filter))
     return done
 
 
-def query_rules(rows: list[Row], cfg: PreprocessConfig, rewritten: Counter) -> Verdicts:
+def rows_bar(rows: list[Row], stage: str, progress: bool) -> tqdm:
+    return tqdm(rows, desc=stage, unit="row", disable=not progress, mininterval=2, file=sys.stderr)
+
+
+def query_rules(rows: list[Row], cfg: PreprocessConfig, rewritten: Counter, progress: bool = False) -> Verdicts:
     """The per-query rules; multiple-choice math is rewritten in place (counted in `rewritten`)."""
     switches = cfg.rules
     any_source = [(n, f) for n, f in (("url", rules.url), ("image_reference", rules.image_reference))
@@ -74,7 +91,7 @@ def query_rules(rows: list[Row], cfg: PreprocessConfig, rewritten: Counter) -> V
     math_only = [(n, f) for n, f in (("proof", rules.proof), ("multi_subquestion", rules.multi_subquestion))
                  if getattr(switches, n)]
     verdicts: Verdicts = {}
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows_bar(rows, "query_rules", progress)):
         is_math = row.source in cfg.math_sources
         query = row.query
         for name, check in any_source + (math_only if is_math else []):
@@ -108,14 +125,44 @@ def near_duplicates(rows: list[Row], cfg: PreprocessConfig) -> Verdicts:
     return {i: ("near_duplicate", f"Jaccard ~{score:.2f} with id {rows[j].id}") for i, (j, score) in found.items()}
 
 
-def contamination_text(rows: list[Row], decontaminator: Decontaminator) -> Verdicts:
+def contamination_text(rows: list[Row], decontaminator: Decontaminator, progress: bool = False) -> Verdicts:
     d = decontaminator.cfg
     verdicts: Verdicts = {}
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows_bar(rows, "contamination_text", progress)):
         if d.exact and (detail := decontaminator.exact(row.query)):
             verdicts[i] = ("contaminated_exact", detail)
         elif d.ngram and (detail := decontaminator.ngram(row.query)):
             verdicts[i] = ("contaminated_ngram", detail)
+    return verdicts
+
+
+def contamination_embedding(rows: list[Row], decontaminator: Decontaminator, progress: bool = False,
+                            chunk: int = 1024) -> Verdicts:
+    """Embedding matches, `chunk` rows per call so the bar moves (a row's decision never depends
+    on the other rows of a call, so chunking changes nothing)."""
+    verdicts: Verdicts = {}
+    with tqdm(total=len(rows), desc="contamination_embedding", unit="row", disable=not progress,
+              mininterval=2, file=sys.stderr) as bar:
+        for start in range(0, len(rows), chunk):
+            part = [r.query for r in rows[start:start + chunk]]
+            verdicts.update({start + i: ("contaminated_embedding", detail)
+                             for i, detail in decontaminator.semantic(part).items()})
+            bar.update(len(part))
+    return verdicts
+
+
+def llm_filter(rows: list[Row], cfg: PreprocessConfig, counts: Counter) -> Verdicts:
+    """Math queries the served LLM judges ill posed; the ones it could not judge stay, marked."""
+    math = [i for i, r in enumerate(rows) if r.source in cfg.math_sources]
+    verdicts: Verdicts = {}
+    for i, (bad, detail) in zip(math, rules.ill_posed([rows[i].query for i in math], cfg.llm_filter)):
+        if bad is None:
+            rows[i].data.update(llm_filter="unchecked", llm_filter_error=detail)
+            counts["unchecked"] += 1
+            continue
+        counts["checked"] += 1
+        if bad:
+            verdicts[i] = ("ill_posed", detail or "judged ill posed")
     return verdicts
 
 
@@ -125,6 +172,8 @@ def enabled_rules(cfg: PreprocessConfig, decontaminate: bool) -> list[str]:
         on.add("multiple_choice_unresolved")
     if decontaminate:
         on |= {f"contaminated_{k}" for k in ("exact", "ngram", "embedding") if getattr(cfg.decontamination, k)}
+    if cfg.llm_filter.endpoint:
+        on.add("ill_posed")
     return [name for name in RULES if name in on]
 
 
@@ -132,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = parser("Clean training queries: rules, deduplication, decontamination (AM-Thinking-v1 2.1).")
     p.add_argument("--decontaminate", nargs="+", default=[], metavar="EVAL",
                    help="eval files (JSONL/JSON/Parquet with `prompt`, `problem` or `question`)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (stages and rows) on stderr")
     args = p.parse_args(argv)
     cfg = config(args)
     start = time.perf_counter()
@@ -142,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.decontaminate:
         decontaminator = Decontaminator(load_eval_queries(args.decontaminate), cfg.decontamination)
     index_s = time.perf_counter() - index_s
-    done = clean(rows, cfg, decontaminator)
+    done = clean(rows, cfg, decontaminator, progress=not args.no_progress)
     kept = [r.data for r in done.kept]
     report: dict = {
         "input": args.input, "output": args.output,
@@ -155,6 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
     report["kept_by_source"] = category_counts(kept, "source")
     if args.decontaminate:
         report["eval_queries"] = dict(Counter(e.file for e in decontaminator.evals))
+    if cfg.llm_filter.endpoint:
+        report["llm_filter"] = {"endpoint": cfg.llm_filter.endpoint, "checked": done.llm_filter["checked"],
+                                "ill_posed": counts.get("ill_posed", 0), "unchecked": done.llm_filter["unchecked"]}
     if cfg.mixing.weights or cfg.mixing.min_fraction:
         kept = mix(kept, cfg.mixing)
         report["rows_out"] = len(kept)

@@ -1,7 +1,8 @@
 """Query rules of AM-Thinking-v1's cleaning: each returns why a query breaks it, or None.
 
 URLs and image references make a query unanswerable from its text; proofs and multi-part
-questions have no single answer for math-verify to check (AM-Thinking-v1, section 2.1).
+questions have no single answer for math-verify to check (AM-Thinking-v1, section 2.1). What no
+pattern catches, an unclear or incomplete math problem, a served LLM judges (`ill_posed`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 
 from amray.data.answers import unusable_answer
+from amray.data.config import LLMFilterConfig
 
 _URL = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.[\w-]+\.\S+|\b[\w-]+\.(?:com|org|net|edu|gov|io)/\S*", re.IGNORECASE)
 
@@ -117,3 +119,42 @@ def _label_chain(pattern: re.Pattern, text: str) -> list[int]:
 
 def _has_any(text: str, hints: tuple[str, ...]) -> bool:
     return any(h in text for h in hints)
+
+
+ILL_POSED_PROMPT = (
+    "You check math problems before they are used to train a model whose final answer is graded against "
+    "one reference answer. Decide whether the problem below is well posed: self-contained (every quantity, "
+    "figure, table or definition it needs is given in its text), unambiguous, and asking for one definite "
+    "answer. Do not solve it.\n\n[Problem]\n{query}\n\n"
+    'Reply with only one JSON object: {{"well_posed": true or false, "reason": "one short sentence"}}.'
+)
+_VERDICT_SCHEMA = {"type": "json_schema", "json_schema": {"name": "query_check", "strict": True, "schema": {
+    "type": "object", "properties": {"well_posed": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 300}},
+    "required": ["well_posed", "reason"], "additionalProperties": False}}}
+
+
+def ill_posed(queries: list[str], cfg: LLMFilterConfig) -> list[tuple[bool | None, str]]:
+    """The served model's verdict on each query: (True, reason) ill posed, (False, reason) well
+    posed, or (None, what went wrong) when it could not judge (timeout, error, no verdict)."""
+    from amray.configtree import ConfigError
+    from amray.endpoint import EndpointClient, EndpointError, parse_json_object
+
+    template = cfg.prompt or ILL_POSED_PROMPT
+    try:
+        client = EndpointClient(cfg, "llm_filter")
+    except EndpointError as e:  # e.g. the API key's variable is not set: the run's setting, named
+        raise ConfigError(str(e)) from None
+    with client:
+        def judge(query: str) -> tuple[bool | None, str]:
+            try:
+                reply = client.chat([{"role": "user", "content": template.format(query=query)}],
+                                    response_format=_VERDICT_SCHEMA)
+            except EndpointError as e:
+                return None, str(e)
+            verdict = parse_json_object(reply.text, ("well_posed",))
+            if verdict is None or not isinstance(verdict["well_posed"], bool):
+                cut = " (cut at llm_filter.max_tokens)" if reply.finish_reason == "length" else ""
+                return None, f"{client.name}: no {{\"well_posed\": true|false}} in the answer{cut}: {reply.text[-200:]!r}"
+            return not verdict["well_posed"], str(verdict.get("reason", ""))[:300]
+
+        return client.map(judge, queries)

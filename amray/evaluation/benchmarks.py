@@ -137,6 +137,27 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
 ]}
 
 
+PAIRWISE: dict[str, str] = {
+    "arena_hard": "the model's answers against a baseline's, judged pairwise by a served judge: a win rate "
+                  "(amray/evaluation/arena_hard.py; files and judge in bench.arena_hard)",
+}
+"""Benchmarks scored by a judge comparing answers, not by a reward: `jobs/evaluate.py` runs them
+beside the REGISTRY's (their result is a win rate, not pass@1)."""
+
+
+def split_names(text: str | list[str]) -> tuple[list[str], list[str]]:
+    """`math500,arena_hard` -> (REGISTRY names, PAIRWISE names), each checked (an unknown one is named)."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    known = [*REGISTRY, *PAIRWISE]
+    if not names:
+        raise BenchmarkError(f"no benchmark given (known: {', '.join(known)})")
+    for name in names:
+        if name not in known:
+            raise BenchmarkError(f"unknown benchmark {name!r} (known: {', '.join(known)})")
+    names = list(dict.fromkeys(names))
+    return [n for n in names if n in REGISTRY], [n for n in names if n in PAIRWISE]
+
+
 def parse_names(text: str | list[str]) -> list[str]:
     """`aime2024,gsm8k` -> names, each checked against the registry (an unknown one is named)."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]

@@ -1,5 +1,6 @@
 """Scores per benchmark: pass@1 averaged over the K samples of each problem, its standard error
 across problems, pass@K, response length and truncation; written as samples.jsonl + summary.json.
+Pairwise benchmarks (Arena-Hard) get a win rate against their baseline with a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -98,6 +99,45 @@ def format_table(summary: dict[str, dict]) -> str:
         score = f"{100 * m['pass@1']:.1f} ± {100 * m['pass@1_stderr']:.1f}"
         lines.append(f"{name:<14} {m['problems']:>8} {m['k']:>3} {score:>15} {100 * m['pass@k']:>10.1f} "
                      f"{tokens:>8} {trunc:>8} {m['scoring_errors']:>6}")
+    return "\n".join(lines)
+
+
+def pairwise_summary(scores: dict[str, list[float]], judge_errors: int, answers: list[dict],
+                     rounds: int = 1000, seed: int = 0) -> dict:
+    """Win rate of the model against the baseline: the mean of its game scores (win 1, tie 0.5,
+    loss 0; a strong verdict counts 3 games), with a 95% percentile-bootstrap interval that
+    resamples questions (a question's games move together: they share its difficulty).
+
+    With every game played against one baseline, this mean is exactly the win probability a
+    Bradley-Terry fit of the games gives (Arena-Hard-Auto's score), so no fit is needed."""
+    sums = np.array([sum(v) for v in scores.values()], dtype=np.float64)
+    counts = np.array([len(v) for v in scores.values()], dtype=np.float64)
+    games = [s for v in scores.values() for s in v]
+    tokens = [a["response_tokens"] for a in answers if a.get("response_tokens") is not None]
+    truncated = [a["truncated"] for a in answers if a.get("truncated") is not None]
+    out = {"win_rate": None, "ci_low": None, "ci_high": None, "questions": len(scores), "answers": len(answers),
+           "weighted_games": len(games), "wins": games.count(1.0), "ties": games.count(0.5), "losses": games.count(0.0),
+           "judge_errors": judge_errors,
+           "mean_response_tokens": float(np.mean(tokens)) if tokens and len(tokens) == len(answers) else None,
+           "truncation_rate": float(np.mean(truncated)) if truncated and len(truncated) == len(answers) else None}
+    if len(sums):
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(sums), size=(rounds, len(sums)))
+        boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+        out.update(win_rate=float(sums.sum() / counts.sum()), ci_low=float(np.percentile(boot, 2.5)),
+                   ci_high=float(np.percentile(boot, 97.5)))
+    return out
+
+
+def format_pairwise_table(pairwise: dict[str, dict]) -> str:
+    """One line per pairwise benchmark: win rate (%) and its 95% interval, games, judge errors."""
+    header = f"{'benchmark':<14} {'questions':>9} {'win rate (%)':>13} {'95% CI':>15} {'W/T/L games':>14} {'errors':>6}"
+    lines = [header, "-" * len(header)]
+    for name, m in pairwise.items():
+        rate = "-" if m["win_rate"] is None else f"{100 * m['win_rate']:.1f}"
+        ci = "-" if m["ci_low"] is None else f"{100 * m['ci_low']:.1f} - {100 * m['ci_high']:.1f}"
+        games = f"{m['wins']}/{m['ties']}/{m['losses']}"
+        lines.append(f"{name:<14} {m['questions']:>9} {rate:>13} {ci:>15} {games:>14} {m['judge_errors']:>6}")
     return "\n".join(lines)
 
 

@@ -1,20 +1,27 @@
-"""Chat reward: a reward model, or an LLM judge with a rubric (`reward.chat.mode`).
+"""Chat reward: a served LLM judge, a local reward model, or a local LLM judge.
 
+- served judge (`reward.chat.endpoint` set): an OpenAI-compatible server (AM-Thinking calls its
+  judge as an external API) is asked for one JSON object `{"helpfulness": s, "correctness": s,
+  "coherence": s}` on the score_min..score_max scale; the reward is their mean mapped to [0, 1]
+  like the reward model's. A judge that times out, fails or answers unparseably gives the row
+  reward 0 with the reason in `info.error`. The row stays within reward.timeout_s.
 - `reward_model`: a local `AutoModelForSequenceClassification` directory. AM-Thinking scores
   general chat by averaging the helpfulness, correctness and coherence heads of a HelpSteer-style
   reward model; heads are picked by name from `config.id2label` (all heads if none match), and the
   mean is mapped to [0, 1] with `score_min`/`score_max`.
 - `judge`: a local causal LM that reads a rubric and answers "Score: N" (1-10); reward (N-1)/9.
 
-The model lives in this process's "chat" child (loaded once, outside any row's time budget), so a
-row is still killed at `timeout_s` like every other source.
+A local model lives in this process's "chat" child (loaded once, outside any row's time budget),
+so a row is still killed at `timeout_s` like every other source.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
+from amray.endpoint import EndpointClient, EndpointConfig, EndpointError, parse_json_object
 from amray.rewards.config import ChatRewardConfig
 from amray.rewards.isolation import WorkerError, WorkerTimeout, shared_worker
 from amray.rewards.types import RewardResult
@@ -25,6 +32,17 @@ DEFAULT_RUBRIC = (
     "You are a strict judge of assistant answers. Rate the answer below for helpfulness, correctness "
     "and coherence on a scale of 1 to 10.\n\n[Question]\n{prompt}\n\n[Answer]\n{response}\n\n"
     "Reply with one line of the form \"Score: N\".\nScore:"
+)
+CRITERIA = ("helpfulness", "correctness", "coherence")
+"""What the served judge rates; the reward is their mean (AM-Thinking averages these three)."""
+SERVED_RUBRIC = (
+    "Please act as an impartial judge of the assistant's answer to the user's question below. Rate it "
+    "on three criteria, each a number from {score_min:g} (worst) to {score_max:g} (best):\n"
+    "- helpfulness: how well the answer meets the user's need;\n"
+    "- correctness: whether everything it states is accurate;\n"
+    "- coherence: whether it is clear, consistent and well organised.\n\n"
+    "[Question]\n{prompt}\n\n[Answer]\n{response}\n\n"
+    "Reply with only one JSON object: {{\"helpfulness\": s, \"correctness\": s, \"coherence\": s}}."
 )
 _SCORE = re.compile(r"(?:score\s*[:=]\s*)?\b(10|[1-9])(?:\s*/\s*10)?\b", re.IGNORECASE)
 
@@ -77,9 +95,8 @@ def _reward_model(prompt: str, response: str, config: ChatRewardConfig, summary:
     batch = tokenizer(text, return_tensors="pt", truncation=True, max_length=config.max_length).to(config.device)
     logits = model(**batch).logits[0].float()
     raw = float(logits[heads].mean())
-    span = config.score_max - config.score_min
-    reward = min(1.0, max(0.0, (raw - config.score_min) / span)) if span > 0 else float(raw > config.score_min)
-    return RewardResult(reward, {"raw_score": raw, "head_scores": [float(logits[h]) for h in heads], **summary})
+    return RewardResult(_normalise(raw, config),
+                        {"raw_score": raw, "head_scores": [float(logits[h]) for h in heads], **summary})
 
 
 def _judge(prompt: str, response: str, config: ChatRewardConfig) -> RewardResult:
@@ -114,8 +131,13 @@ def conversation_text(tokenizer: object, prompt: str, response: str | None) -> s
 
 
 def score_chat(prompt: str, response: str, config: ChatRewardConfig, timeout_s: float = 10.0) -> RewardResult:
-    """`rate` in this process's chat child; the model loads once per child, outside the row bound."""
+    """The served judge when an endpoint is set; else `rate` in this process's chat child (the
+    model loads once per child, outside the row bound)."""
     start = time.monotonic()
+    if config.endpoint:
+        result = judge_served(prompt, response, config, deadline=start + timeout_s)
+        result.info["elapsed_s"] = round(time.monotonic() - start, 4)
+        return result
     worker = shared_worker("chat", preload=("torch", "transformers", _MODULE))
     try:
         worker.call(f"{_MODULE}:load", (config,), _LOAD_TIMEOUT_S)
@@ -124,3 +146,71 @@ def score_chat(prompt: str, response: str, config: ChatRewardConfig, timeout_s: 
         result = RewardResult.failed(f"chat reward ({config.mode}, {config.model_path or 'no model'}): {e}")
     result.info["elapsed_s"] = round(time.monotonic() - start, 4)
     return result
+
+
+_clients: dict[str, EndpointClient] = {}  # one per judge setting in this worker process
+
+
+def judge_client(config: ChatRewardConfig) -> EndpointClient:
+    """The worker's client for the configured judge (reused: connections stay open between rows)."""
+    settings = EndpointConfig(endpoint=config.endpoint, model=config.endpoint_model, api_key_env=config.api_key_env,
+                              timeout_s=config.timeout_s, retries=config.retries, concurrency=1,
+                              max_tokens=config.judge_max_tokens, temperature=0.0, extra_body=config.extra_body)
+    key = json.dumps(settings.__dict__, sort_keys=True, default=str)
+    if key not in _clients:
+        _clients[key] = EndpointClient(settings, "reward.chat", model_field="endpoint_model")
+    return _clients[key]
+
+
+def judge_served(prompt: str, response: str, config: ChatRewardConfig, deadline: float | None = None) -> RewardResult:
+    """Ask the served judge for the three scores; reward = their mean mapped to [0, 1]."""
+    question = (config.judge_rubric or SERVED_RUBRIC).format(
+        prompt=prompt, response=response, score_min=config.score_min, score_max=config.score_max)
+    try:
+        client = judge_client(config)
+        reply = client.chat([{"role": "user", "content": question}], response_format=_scores_schema(config),
+                            deadline=deadline)
+    except EndpointError as e:
+        return RewardResult.failed(f"chat judge: {e}")
+    info = {"judge": client.name, "judge_output": reply.text[-500:], "judge_attempts": reply.attempts}
+    scores, problem = parse_judge_scores(reply.text, config.score_min, config.score_max)
+    if problem:
+        cut = (f" (the answer was cut at reward.chat.judge_max_tokens={config.judge_max_tokens})"
+               if reply.finish_reason == "length" else "")
+        return RewardResult.failed(f"chat judge {client.name}: {problem}{cut}", **info)
+    raw = sum(scores.values()) / len(scores)
+    return RewardResult(_normalise(raw, config), {**info, "judge_scores": scores, "raw_score": raw, "verdict": "scored"})
+
+
+def parse_judge_scores(text: str, low: float, high: float) -> tuple[dict[str, float], str]:
+    """The judge's {criterion: score} and "" , or {} and what is wrong with its answer."""
+    obj = parse_json_object(text, CRITERIA)
+    if obj is None:
+        return {}, f"no JSON object with {', '.join(CRITERIA)} in the judge's answer {text[-200:]!r}"
+    scores = {}
+    for name in CRITERIA:
+        value = obj[name]
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return {}, f"the judge's {name} is {value!r}, not a number"
+        if not low <= value <= high:
+            return {}, f"the judge's {name}={value:g} is outside the scale {low:g}..{high:g}"
+        scores[name] = float(value)
+    return scores, ""
+
+
+def _scores_schema(config: ChatRewardConfig) -> dict:
+    """The answer's JSON schema, sent as `response_format` (structured outputs: vLLM, SGLang, OpenAI)."""
+    number = {"type": "number", "minimum": config.score_min, "maximum": config.score_max}
+    return {"type": "json_schema", "json_schema": {"name": "chat_scores", "strict": True, "schema": {
+        "type": "object", "properties": {name: number for name in CRITERIA}, "required": list(CRITERIA),
+        "additionalProperties": False}}}
+
+
+def _normalise(raw: float, config: ChatRewardConfig) -> float:
+    span = config.score_max - config.score_min
+    return min(1.0, max(0.0, (raw - config.score_min) / span)) if span > 0 else float(raw > config.score_min)
