@@ -47,9 +47,14 @@ def _tokenizer_corpus() -> list[str]:
     return lines * 4
 
 
+RANDOM_300M = {"hidden_size": 1024, "layers": 24, "heads": 16, "kv_heads": 8, "intermediate_size": 3072}
+"""`build_tiny_model` sizes of a 302M-parameter random Qwen2 (1.2 GB in float32): the scale at which
+the learner's memory benchmark and the capacity plan's test measure sharded loading."""
+
+
 def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 256, layers: int = 4, heads: int = 4,
                      kv_heads: int = 2, intermediate_size: int = 512, vocab_size: int = 512,
-                     seed: int = 0, corpus: list[str] | None = None) -> Path:
+                     tie_word_embeddings: bool = True, seed: int = 0, corpus: list[str] | None = None) -> Path:
     """Random-init Qwen2 + locally trained byte-level BPE tokenizer, saved in HF format.
 
     Digits are split one per token (as Qwen and Llama 3 do) so arithmetic is learnable.
@@ -82,7 +87,7 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 256, layers: int
     config = Qwen2Config(
         vocab_size=len(hf_tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        head_dim=hidden_size // heads, max_position_embeddings=1024, tie_word_embeddings=True,
+        head_dim=hidden_size // heads, max_position_embeddings=1024, tie_word_embeddings=tie_word_embeddings,
         eos_token_id=hf_tok.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=hf_tok.convert_tokens_to_ids("<|endoftext|>"),
         bos_token_id=hf_tok.convert_tokens_to_ids("<|endoftext|>"),

@@ -104,11 +104,16 @@ def test_k3_kl_is_zero_at_reference_and_positive_away():
 
 
 def test_micro_batches_respect_token_budget_and_cover_all_rows():
-    lengths = [10, 50, 20, 20, 5, 40, 30]
-    mbs = micro_batches(lengths, token_budget=60)
-    assert sorted(i for mb in mbs for i in mb) == list(range(len(lengths)))
-    for mb in mbs:
+    lengths = [10, 50, 20, 20, 5, 40, 30, 70]
+    padded = micro_batches(lengths, token_budget=60, packed=False)
+    packed = micro_batches(lengths, token_budget=60)
+    for mbs in (padded, packed):
+        assert sorted(i for mb in mbs for i in mb) == list(range(len(lengths)))
+    for mb in padded:
         assert max(lengths[i] for i in mb) * len(mb) <= 60 or len(mb) == 1
+    for mb in packed:  # total tokens within the budget; a row past it alone
+        assert sum(lengths[i] for i in mb) <= 60 or len(mb) == 1
+    assert len(packed) == 4 < len(padded)  # the 70-token row alone, the other 175 tokens in three of 60
 
 
 def test_warmup_then_cosine_schedule():

@@ -1,0 +1,135 @@
+"""The learner's model: a causal LM whose forward returns the logprobs of the tokens the loss
+reads, and nothing bigger than it has to.
+
+- Logits only where used: the base model runs over every token for hidden states, the vocabulary
+  projection only over the positions whose next token is trained (response tokens for GRPO,
+  loss-mask tokens for SFT; a third of a GRPO batch's tokens are prompt tokens). It runs
+  `trainer.logprob_chunk_tokens` positions at a time and each chunk's logits are recomputed in
+  backward instead of kept, so no [T, V] float32 tensor exists for a long sequence (152k
+  vocabulary x 24k tokens would be 14 GB).
+- Packed rows: a micro-batch may be one row of several sequences back to back (`cu_seqlens`
+  marks where each starts); position ids restart per sequence and attention never crosses a
+  boundary: flash-attn's varlen kernel on a GPU where it is installed, else SDPA run sequence by
+  sequence (`sdpa_varlen`, exact, and it spends no FLOPs on a block-diagonal mask).
+- bfloat16 compute where the hardware has it (`trainer.dtype=auto`); the parameters FSDP holds,
+  the gradient reduction and the optimizer state stay float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+SDPA_VARLEN = "amray_sdpa_varlen"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def compute_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`trainer.dtype` -> the forward/backward dtype. `auto`: bfloat16 where the hardware computes
+    it natively (a GPU with bf16; a CPU with AVX512-BF16 or AMX), else float32 (emulated bf16 on
+    an older CPU is slower than float32)."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return torch.bfloat16 if native else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"trainer.dtype={name!r}: use float32, bfloat16 or auto")
+    return DTYPES[name]
+
+
+def attention_implementation(device: torch.device) -> str:
+    """flash_attention_2 on a GPU where flash-attn is installed (the `gpu` extra), else SDPA."""
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    register_sdpa_varlen()
+    return SDPA_VARLEN
+
+
+def sdpa_varlen(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                sliding_window: int | None = None, cu_seq_lens_q: torch.Tensor | None = None,
+                **kwargs: object) -> tuple[torch.Tensor, None]:
+    """Causal SDPA within each packed sequence of [1, heads, L, d] (bounds `cu_seq_lens_q`, the
+    name flash-attn's varlen path reads too). Without bounds every row is one sequence: exact for
+    right-padded rows, whose real tokens never look right. Returns [B, L, heads, d]."""
+    if sliding_window is not None:
+        raise NotImplementedError(f"{type(module).__name__}: sliding-window attention is not supported by "
+                                  "amray's packed SDPA; use a model without it or flash-attn on a GPU")
+    if attention_mask is not None:
+        raise ValueError("sdpa_varlen takes no attention mask: rows are packed or right-padded")
+    bounds = [0, query.shape[2]] if cu_seq_lens_q is None else cu_seq_lens_q.tolist()
+    outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,
+                                           scale=scaling, is_causal=True, enable_gqa=True)
+            for a, b in pairwise(bounds)]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_sdpa_varlen() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(SDPA_VARLEN, sdpa_varlen)
+
+
+def chunked_token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
+                           temperature: float, chunk: int) -> torch.Tensor:
+    """log p(targets[i] | hidden[i]) for hidden [N, H] -> [N] float32, projecting `chunk` rows onto
+    the vocabulary at a time. Under autograd each chunk is checkpointed: backward recomputes its
+    logits (one more head matmul) instead of keeping N x V of them."""
+    parts = []
+    for start in range(0, max(len(targets), 1), chunk):  # an empty selection still runs once: FSDP needs the graph
+        h, t = hidden[start:start + chunk], targets[start:start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(checkpoint(_logprobs, h, t, head, temperature, use_reentrant=False))
+        else:
+            parts.append(_logprobs(h, t, head, temperature))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, temperature: float) -> torch.Tensor:
+    logits = head(hidden).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+class Policy(torch.nn.Module):
+    """A Hugging Face causal LM (`lm`) behind a forward that returns token logprobs. It is the FSDP
+    root, so its own forward gathers the embedding, final norm and head once per micro-batch while
+    each decoder layer is gathered and freed by its own FSDP unit."""
+
+    def __init__(self, lm: torch.nn.Module, logprob_chunk: int) -> None:
+        super().__init__()
+        self.lm = lm
+        self.logprob_chunk = logprob_chunk
+
+    @property
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        return self.lm.get_decoder().layers
+
+    def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor, predict: torch.Tensor,
+                targets: torch.Tensor, temperature: float = 1.0, cu_seqlens: torch.Tensor | None = None,
+                max_seqlen: int = 0) -> torch.Tensor:
+        """tokens, position_ids [B, L]; `predict` [N]: flat indices into B*L of the positions whose
+        next token `targets` [N] is scored -> logprobs [N] (float32)."""
+        varlen = {}
+        if cu_seqlens is not None:  # packed: flash-attn's varlen kwargs; sdpa_varlen reads cu_seq_lens_q
+            varlen = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens,
+                      "max_length_q": max_seqlen, "max_length_k": max_seqlen}
+        out = self.lm.get_decoder()(input_ids=tokens, position_ids=position_ids, use_cache=False, **varlen)
+        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]).index_select(0, predict)
+        return chunked_token_logprobs(hidden, self.lm.get_output_embeddings(), targets, temperature,
+                                      self.logprob_chunk)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's full state dict under its Hugging Face names, on rank 0's CPU (empty on the
+        other ranks; a collective: every rank calls)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(self, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {name.removeprefix("lm."): t for name, t in sd.items()}

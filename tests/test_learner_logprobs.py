@@ -1,0 +1,155 @@
+"""The learner's token logprobs (amray/policy.py, amray/microbatch.py) against the plain
+computation they replace: the model over each row alone, full-vocabulary logits at every
+position, log-softmax, then the trained positions picked out.
+
+Packed rows, logits only at trained positions and the chunked vocabulary projection must all give
+those values and their gradients; the chunks must not keep [N, vocab] logits for backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from amray.batch import TrainBatch
+from amray.memory import SavedActivations
+from amray.microbatch import empty_micro_batch, micro_batch, policy_inputs
+from amray.models import build_tiny_model
+from amray.policy import SDPA_VARLEN, Policy, chunked_token_logprobs, compute_dtype, register_sdpa_varlen
+
+LENGTHS = [37, 5, 60, 18, 2, 41]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("logprobs") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Mixed lengths; a third of each row is prompt (no loss), GRPO-style."""
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(3, 300, n) for n in LENGTHS]
+    masks = [np.r_[np.zeros(n // 3), np.ones(n - n // 3)].astype(np.float32) for n in LENGTHS]
+    return TrainBatch(tokens, masks, rng.normal(size=len(LENGTHS)).astype(np.float32))
+
+
+def load(model_dir, attention: str) -> torch.nn.Module:
+    register_sdpa_varlen()
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attention)
+
+
+def per_row_reference(lm: torch.nn.Module, batch: TrainBatch) -> list[torch.Tensor]:
+    """Each row alone through the model: log-softmax of all logits, then the trained positions."""
+    out = []
+    for tokens, mask in zip(batch.tokens, batch.loss_mask):
+        t = torch.as_tensor(tokens).unsqueeze(0)
+        logp = torch.log_softmax(lm(input_ids=t).logits[0, :-1].float(), -1).gather(-1, t[0, 1:, None]).squeeze(-1)
+        out.append(logp[torch.as_tensor(mask[1:]) != 0])
+    return out
+
+
+@pytest.fixture(scope="module")
+def policy(model_dir):
+    return Policy(load(model_dir, SDPA_VARLEN), logprob_chunk=7)
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
+def test_micro_batch_logprobs_and_gradients_equal_each_row_alone(model_dir, batch, policy, packed):
+    reference = load(model_dir, "sdpa")
+    rows = list(range(len(batch)))
+    mb = micro_batch(batch, rows, packed, torch.device("cpu"))
+    if packed:
+        assert mb["tokens"].shape == (1, sum(LENGTHS))  # one row, no padding
+        assert mb["position_ids"][0, LENGTHS[0]] == 0  # positions restart at every row
+    policy.zero_grad()
+    logp = policy(**policy_inputs(mb))
+    expected = per_row_reference(reference, batch)
+    torch.testing.assert_close(logp, torch.cat(expected), atol=2e-5, rtol=0)
+
+    weights = torch.linspace(-1, 1, len(logp))
+    (logp * weights).sum().backward()
+    (torch.cat(expected) * weights).sum().backward()
+    mine = dict(policy.lm.named_parameters())
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(mine[name].grad, p.grad, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_vocabulary_projection_runs_only_at_trained_positions_in_chunks(batch, policy):
+    seen = []
+    hook = policy.lm.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    try:
+        with torch.no_grad():
+            policy(**policy_inputs(micro_batch(batch, list(range(len(batch))), True, torch.device("cpu"))))
+    finally:
+        hook.remove()
+    trained = sum(int((m[1:] != 0).sum()) for m in batch.loss_mask)
+    assert sum(seen) == trained < sum(LENGTHS) - len(LENGTHS)  # prompt positions get no logits
+    assert max(seen) <= policy.logprob_chunk
+
+
+def test_chunked_logprobs_equal_unchunked_in_the_model(model_dir, batch):
+    mb = micro_batch(batch, list(range(len(batch))), True, torch.device("cpu"))
+    results = {}
+    for chunk in (4, 10**6):
+        policy = Policy(load(model_dir, SDPA_VARLEN), logprob_chunk=chunk)
+        logp = policy(**policy_inputs(mb))
+        logp.sum().backward()
+        results[chunk] = (logp.detach(), policy.lm.get_output_embeddings().weight.grad.clone())
+    torch.testing.assert_close(results[4][0], results[10**6][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(results[4][1], results[10**6][1], atol=1e-5, rtol=1e-4)
+
+
+def test_chunks_keep_no_logits_for_backward():
+    """A long sequence's [N, vocab] float32 logits never wait for backward: each chunk's are
+    recomputed there. Values and gradients equal the one-shot log-softmax."""
+    torch.manual_seed(0)
+    n, hidden, vocab = 600, 32, 4000
+    head = torch.nn.Linear(hidden, vocab, bias=False)
+    h = torch.randn(n, hidden, requires_grad=True)
+    targets = torch.randint(0, vocab, (n,))
+    tally = SavedActivations()
+    with tally:
+        logp = chunked_token_logprobs(h, head, targets, 0.7, chunk=64)
+    logp.sum().backward()
+    grads = (h.grad.clone(), head.weight.grad.clone())
+    assert tally.peak < n * vocab * 4 / 10
+    h.grad, head.weight.grad = None, None
+    expected = torch.log_softmax(head(h) / 0.7, -1).gather(-1, targets[:, None]).squeeze(-1)
+    expected.sum().backward()
+    torch.testing.assert_close(logp, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grads, (h.grad, head.weight.grad), atol=1e-5, rtol=1e-4)
+
+
+def test_a_micro_batch_with_nothing_to_train_still_reaches_every_parameter(policy):
+    """FSDP runs its collectives per backward: an empty micro-batch must touch the whole graph."""
+    policy.zero_grad(set_to_none=True)
+    logp = policy(**policy_inputs(empty_micro_batch(torch.device("cpu"))))
+    assert logp.shape == (0,)
+    logp.sum().backward()
+    assert all(p.grad is not None and not p.grad.any() for p in policy.parameters())
+
+
+def test_trainer_dtype_auto_follows_the_hardware():
+    cpu = torch.device("cpu")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert compute_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert compute_dtype("float32", cpu) == torch.float32 and compute_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="trainer.dtype='fp8'"):
+        compute_dtype("fp8", cpu)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(model_dir, batch):
+    """Packed attention bounds and the chunked head survive the layers' recomputation in backward."""
+    mb = micro_batch(batch, list(range(len(batch))), True, torch.device("cpu"))
+    grads = []
+    for checkpointing in (False, True):
+        policy = Policy(load(model_dir, SDPA_VARLEN), logprob_chunk=7).train()
+        if checkpointing:
+            policy.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        (policy(**policy_inputs(mb)) * mb["adv"]).sum().backward()
+        grads.append([p.grad for p in policy.parameters()])
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(recomputed, plain, atol=1e-5, rtol=1e-4)
