@@ -82,6 +82,8 @@ class Rollout:
     """From the first request to the last sample landing."""
     reward_wait_s: float = 0.0
     """Waiting for rewards after the last sample landed (scoring overlaps generation)."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """What the engine fleet did meanwhile (utilisation, all-busy vs tail time, restarts)."""
 
     def group(self, group_id: str) -> Group:
         for g in self.groups:

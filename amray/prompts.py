@@ -36,7 +36,9 @@ def build_prompts(tokenizer, rows: list[dict], system_prompt: str = "") -> list[
 
 
 class PromptSampler:
-    """Epochs over a prompt set in a seeded random order."""
+    """Epochs over a prompt set in a seeded random order. `state()` / `restore()` capture where it
+    stands (the random generator and the rest of the current epoch): a resumed run draws the same
+    prompts as an uninterrupted one."""
 
     def __init__(self, prompts: list[Prompt], seed: int = 0) -> None:
         if not prompts:
@@ -51,3 +53,14 @@ class PromptSampler:
                 self.rng.shuffle(self.order)
             out.append(self.prompts[self.order.pop()])
         return out
+
+    def state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "order": list(self.order), "size": len(self.prompts)}
+
+    def restore(self, state: dict) -> None:
+        if state["size"] != len(self.prompts):
+            raise ValueError(f"the sampler state is for {state['size']} prompts, this prompt set has {len(self.prompts)}")
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.order = list(state["order"])

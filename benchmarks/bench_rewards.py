@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--math", type=int, default=400)
     parser.add_argument("--code", type=int, default=40)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from amray.config import load_config
+    from amray.rayenv import init_ray
+
+    init_ray(load_config(None, []))  # joins a running cluster, or starts a local one
     pool = RewardPool(RewardConfig(num_workers=args.workers))
     pool.warmup()
     report = {"workers": args.workers,

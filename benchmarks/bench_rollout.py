@@ -36,7 +36,7 @@ def main() -> None:
     from amray.data.arithmetic import arithmetic_split
     from amray.models import resolve_model
     from amray.prompts import build_prompts
-    from amray.engine import EnginePool
+    from amray.engine import EnginePool, Request
 
     model_dir = str(resolve_model(args.model))
     rows, _ = arithmetic_split(args.prompts, 1, seed=3)
@@ -47,12 +47,11 @@ def main() -> None:
 
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     pool = EnginePool(model_dir, cfg)
-    ray.get([pool.submit(p, 0, 0, sampling, None) for p in prompts[:2]])  # warm up
+    pool.run([Request(p, f"w{i}", 0, sampling) for i, p in enumerate(prompts[:2])])  # warm up
     amray_s = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        refs = [pool.submit(p, i, s, sampling, None) for i, p in enumerate(prompts) for s in range(args.samples)]
-        out = ray.get(refs)
+        out = pool.run([Request(p, f"g{i}", s, sampling) for i, p in enumerate(prompts) for s in range(args.samples)])
         amray_s.append(time.perf_counter() - t)
         assert sum(len(o.token_ids) for o in out) == total_tokens
     pool.shutdown()

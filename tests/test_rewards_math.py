@@ -136,7 +136,7 @@ def test_pool_submit_from_a_thread(pool: RewardPool) -> None:
     thread = threading.Thread(target=lambda: refs.extend(pool.submit(row) for row in _math_rows(10)))
     thread.start()
     thread.join(30)
-    assert [RewardPool.result(ref).reward for ref in refs] == [0.0 if i % 3 == 0 else 1.0 for i in range(10)]
+    assert [pool.result(ref).reward for ref in refs] == [0.0 if i % 3 == 0 else 1.0 for i in range(10)]
 
 
 def test_a_hung_row_holds_one_worker_only_for_its_bound(pool: RewardPool) -> None:
@@ -147,7 +147,7 @@ def test_a_hung_row_holds_one_worker_only_for_its_bound(pool: RewardPool) -> Non
     quick_s = time.monotonic() - start
     assert [r.reward for r in quick] == [0.0 if i % 3 == 0 else 1.0 for i in range(12)]
     assert quick_s < 1.9  # served by the other worker while the tower runs
-    result = RewardPool.result(hung)
+    result = pool.result(hung)
     assert result.reward == 0.0 and result.info["error"] == "timeout after 2 s"
     assert time.monotonic() - start < 4.0
 

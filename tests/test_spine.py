@@ -13,6 +13,7 @@ import ray
 from amray.cluster import Cluster, init_ray
 from amray.config import load_config
 from amray.data.arithmetic import arithmetic_split, solution_text
+from amray.engine import Request
 from amray.evaluation.harness import heldout_task
 from amray.metrics import MetricsLogger, read_metrics
 from amray.models import build_tiny_model
@@ -54,12 +55,11 @@ def fixed_sequence(prompts) -> list[int]:
 
 def test_engine_samples_carry_tokens_text_logprobs_and_finish_reason(run):
     cfg, cluster, train, _ = run
-    sampling = cluster.engines.sampling()
-    ref = cluster.engines.submit(train[0], "g", 0, dict(sampling, max_tokens=5), seed=7)
-    sample = ray.get(ref)
+    sampling = dict(cluster.engines.sampling(), max_tokens=5)
+    (sample,) = cluster.engines.run([Request(train[0], "g", 0, sampling, seed=7)])
     assert 0 < len(sample.token_ids) <= 5 and len(sample.logprobs) == len(sample.token_ids)
     assert sample.finish_reason in ("stop", "length") and np.all(sample.logprobs <= 0)
-    again = ray.get(cluster.engines.submit(train[0], "g", 0, dict(sampling, max_tokens=5), seed=7))
+    (again,) = cluster.engines.run([Request(train[0], "g", 0, sampling, seed=7)])
     assert again.token_ids.tolist() == sample.token_ids.tolist()  # seeded sampling is reproducible
 
 

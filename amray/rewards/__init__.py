@@ -48,12 +48,18 @@ def score_row(row: dict, config: RewardConfig | None = None) -> RewardResult:
         if not isinstance(row, dict):
             raise RowError(f"a row must be a JSON object, got {type(row).__name__}")
         source = require(row, "source", str)
-        if source not in SOURCES:
-            raise RowError(f"unknown source {source!r} (known: {', '.join(SOURCES)})")
+        custom = _custom_scorer(source, config)
+        if source not in SOURCES and custom is None:
+            raise RowError(f"unknown source {source!r} (known: {', '.join(known_sources(config))})")
         response = require(row, "response", str)
         if config.strip_thinking:
             response = final_answer(response)
-        result = _score(source, row, response, config)
+        if custom is not None:
+            from amray.rewards.custom import score_custom
+
+            result = score_custom(row, response, custom, config.timeout_s)
+        else:
+            result = _score(source, row, response, config)
     except RowError as e:
         result = RewardResult.failed(str(e))
     except Exception as e:  # noqa: BLE001 - a scorer bug must not crash the pool
@@ -86,6 +92,24 @@ def _score(source: str, row: dict, response: str, config: RewardConfig) -> Rewar
     return score_chat(require(row, "prompt", str), response, config.chat, timeout_s=config.timeout_s)
 
 
+def known_sources(config: RewardConfig) -> list[str]:
+    """The built-in sources, and the custom one when `reward.custom` is set."""
+    return [*SOURCES, *([config.custom_source] if config.custom else [])]
+
+
+def _custom_scorer(source: str, config: RewardConfig) -> str | bytes | None:
+    """What scores a custom source: a function registered from Python under that name (pickled),
+    or `reward.custom` for rows of `reward.custom_source`."""
+    if source in SOURCES:
+        return None
+    from amray.rewards.custom import registered
+
+    pickled = registered(source)
+    if pickled is not None:
+        return pickled
+    return config.custom if config.custom and source == config.custom_source else None
+
+
 def final_answer(response: str) -> str:
     """The part of a reasoning response after its thinking: text after the last `</think>`, with an
     `<answer>...</answer>` wrapper removed (AM-Thinking's format). A response still inside `<think>`
@@ -104,4 +128,5 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
-__all__ = ["RewardConfig", "RewardResult", "RowError", "SOURCES", "final_answer", "require", "score_row"]
+__all__ = ["RewardConfig", "RewardResult", "RowError", "SOURCES", "final_answer", "known_sources", "require",
+           "score_row"]

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from amray.weight_sync import WeightTransfer
-from amray.weight_sync.packing import PackedWeights
+from amray.weight_sync.packing import PackedWeights, weights_hash
 
 
 class ObjectStoreTransfer(WeightTransfer):
@@ -32,10 +32,8 @@ class ObjectStoreTransfer(WeightTransfer):
         self.wait(gathered, f"gathering the learner's weights for version {version}", fetch=False)
         gather_s = time.perf_counter() - t0
         packed = gathered[0]
-        versions = self.wait(self.engines.load_weights(packed, version), f"weight sync to version {version}")
-        if any(v != version for v in versions):
-            raise RuntimeError(f"engines report weight versions {versions}, expected {version}")
-        return {"sync_s": time.perf_counter() - t0, "sync_gather_s": gather_s}
+        self.engines.load_weights(packed, version, self.wait)
+        return {"sync_s": time.perf_counter() - t0, "sync_gather_s": gather_s, "weights_hash": self.engines.weights_hash}
 
 
 class WorkerExtension:
@@ -54,6 +52,10 @@ class WorkerExtension:
         # kernels); the runner's in-place reload redoes that processing.
         self.model_runner.reload_weights(weights_iterator=iter(weights))
         return len(weights)
+
+    def amray_host(self) -> str:
+        """Which machine this worker runs on (hostname and boot id)."""
+        return _host()
 
     def amray_reload_weights_fd(self, meta: dict, pid: int, fd: int, nbytes: int) -> int:
         """The same reload, reading the packed buffer from the engine actor's memory file
@@ -113,28 +115,72 @@ class ObjectStoreEngineSide:
 
     def init_object_store_side(self) -> None:
         self.stage = WeightStage() if WeightStage.available() else None
+        self.stage_checked = False
         self.sync_lock = asyncio.Lock()  # one reload at a time (the memfd is shared by them)
+        self.weights_hash = ""
 
-    async def load_weights(self, packed: PackedWeights, version: int) -> int:
-        """Reload in place from a packed state dict (arrives through Ray's object store)."""
+    async def _choose_path(self) -> None:
+        """Before the first transfer: the memfd only where every vLLM worker runs on this machine
+        (a worker placed on another node, as vLLM's Ray executor may do, gets the RPC channel)."""
+        self.stage_checked = True
+        if self.stage is None:
+            return
+        hosts = await self.llm.collective_rpc("amray_host")
+        if any(h != _host() for h in hosts):
+            self.stage.close()
+            self.stage = None
+
+    async def load_weights(self, packed: PackedWeights, version: int) -> tuple[int, str]:
+        """Reload in place from a packed state dict (arrives through Ray's object store) and serve
+        it as `version`. The bytes the worker reads are checked against the packer's hash: on a
+        mismatch the engine refuses every request until a good sync (version -1). Requests in
+        flight (the asynchronous mode) are frozen while the weights change and then go on.
+        Returns the version and the hash of what was loaded."""
         meta = {"names": packed.names, "dtypes": packed.dtypes, "shapes": packed.shapes, "offsets": packed.offsets}
         async with self.sync_lock:
-            await self._reload(meta, packed)
+            if not self.stage_checked:
+                await self._choose_path()
+            frozen = self.running > 0
+            if frozen:
+                await self.llm.pause_generation(mode="keep", clear_cache=False)
+            try:
+                loaded = await self._reload(meta, packed)
+                if packed.hash and loaded != packed.hash:
+                    self.version = -1
+                    raise RuntimeError(f"weights for version {version} arrived as {loaded}, packed as {packed.hash}: "
+                                       "this engine refuses requests until a sync succeeds")
+                self.version, self.weights_hash = version, loaded
+            finally:
+                if frozen:
+                    await self.llm.resume_generation()
             await self.llm.reset_prefix_cache()  # cached KV was computed by the old weights
-            self.version = version
-        return version
+        return version, loaded
 
-    async def _reload(self, meta: dict, packed: PackedWeights) -> None:
+    async def _reload(self, meta: dict, packed: PackedWeights) -> str:
+        """Hand the buffer to the worker; the hash of the bytes the worker read."""
         if self.stage is not None:
             try:
-                await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *self.stage.write(packed.buffer)))
-                return
+                where = self.stage.write(packed.buffer)
+                loaded = weights_hash(self.stage.map)
+                await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *where))
+                return loaded
             except Exception as e:  # noqa: BLE001 - the worker could not map it: the channel, for good
                 warnings.warn(f"weight sync through a memory file failed ({e!r}); using vLLM's RPC channel")
                 self.stage.close()
                 self.stage = None
         await self.llm.collective_rpc("amray_reload_weights", args=(meta, packed.buffer.data))
+        return weights_hash(packed.buffer)
 
     def close_object_store_side(self) -> None:
         if self.stage is not None:
             self.stage.close()
+
+
+def _host() -> str:
+    import socket
+
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"

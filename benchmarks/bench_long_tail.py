@@ -1,0 +1,141 @@
+"""Step time under a heavy-tailed response-length workload: (a) today's synchronous path
+(generate -> train, requests bound to engines round-robin), (b) balanced streaming, strictly
+on-policy, (c) asynchronous with grpo.max_staleness=1. Goals: (b) <= 0.6 x (a), (c) <= 0.5 x (a).
+
+    .venv/bin/python benchmarks/bench_long_tail.py [--steps 4] [--prompts 16] [--samples 4] [--median 24]
+
+Each request's max_tokens is drawn log-normally (ignore_eos, so it generates exactly that many):
+most are near the median, a few 10-30x longer. The prompts' expected lengths are given to the
+fleet as the difficulty ledger would. Two engines; on this 2-core machine the engines are pinned
+to core 0 and the learner ranks to core 1, so rollout and training imitate disaggregated GPUs
+(set --no-pin to leave placement to the OS). Reported: median seconds per step after the first,
+per mode, the ratios to (a), and each mode's time split and engine utilisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = {
+    "a_sync_round_robin": ["grpo.pipeline=sync", "rollout.dispatch=round_robin", "rollout.longest_first=false"],
+    "b_stream_balanced": ["grpo.pipeline=stream", "rollout.dispatch=balanced"],
+    "c_async_staleness_1": ["grpo.pipeline=stream", "rollout.dispatch=balanced", "grpo.max_staleness=1"],
+}
+
+
+def lengths_for(n: int, median: int, sigma: float, cap: int, seed: int) -> list[int]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [int(min(cap, max(2, round(x)))) for x in rng.lognormal(np.log(median), sigma, size=n)]
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    import psutil
+
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                p.cpu_affinity(sorted(cpus))
+        except psutil.Error:
+            pass
+
+
+def run_mode(name: str, overrides: list[str], args: argparse.Namespace, model_dir: str) -> dict:
+    import os
+
+    import ray
+
+    from amray.cluster import Cluster, init_ray
+    from amray.config import load_config
+    from amray.prompts import PromptSampler, build_prompts
+    from amray.trainer import GRPO
+    from transformers import AutoTokenizer
+
+    cfg = load_config(None, [
+        "rollout.num_engines=2", f"rollout.max_tokens={args.cap}", f"rollout.max_model_len={args.cap + 128}",
+        "rollout.kv_cache_gib=2", "trainer.num_workers=2", "trainer.lr=1e-4", "trainer.micro_batch_tokens=4096",
+        f"grpo.prompts_per_step={args.prompts}", f"grpo.samples_per_prompt={args.samples}",
+        "grpo.zero_truncated=false", "reward.num_workers=2",
+        f"reward.custom={ROOT / 'tests' / 'data' / 'first_letter_reward.py'}:reward", "log.progress=false",
+        "ray.num_cpus=16", *overrides])
+    init_ray(cfg)
+    cluster = Cluster(cfg, model_dir)
+    if args.pin:
+        pin([ray.get(a.__ray_call__.remote(lambda self: os.getpid())) for a in cluster.engines.actors], {0})
+        pin([ray.get(r.__ray_call__.remote(lambda self: os.getpid())) for r in cluster.learners.ranks], {1})
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    n = args.prompts * (args.steps + 2)
+    rows = [{"id": f"q{i}", "source": "custom", "prompt": f"Write about topic {i}."} for i in range(n)]
+    prompts = build_prompts(tokenizer, rows)
+    budget = lengths_for(n, args.median, args.sigma, args.cap, seed=0)
+    cluster.engines.expected_lengths = {f"q{i}": float(b) for i, b in enumerate(budget)}  # as the ledger would
+    real = cluster.engines.submit
+
+    def submit_with_budgets(requests):  # each prompt's samples generate exactly its drawn length
+        for r in requests:
+            i = int(str(r.prompt.row["id"])[1:])
+            r.sampling = dict(r.sampling, max_tokens=budget[i], ignore_eos=True)
+        real(requests)
+
+    cluster.engines.submit = submit_with_budgets
+    cluster.learners.configure(cfg.trainer.lr, args.steps + 2)
+    grpo = GRPO(cfg, cluster, PromptSampler(prompts, seed=0))
+    steps = []
+    try:
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            _, m = grpo.step()
+            steps.append({"wall_s": time.perf_counter() - t0, **{k: v for k, v in m.items() if k.startswith(
+                ("time/", "rollout/engine", "goodput/", "async/"))}})
+            print(name, json.dumps({k: round(v, 3) for k, v in steps[-1].items() if isinstance(v, float)}), flush=True)
+    finally:
+        cluster.shutdown()
+        ray.shutdown()
+    later = steps[1:] or steps
+    return {"step_s_median": statistics.median(s["wall_s"] for s in later),
+            "split_median": {k: statistics.median(s.get(k, 0.0) for s in later)
+                             for k in ("time/generate_all_busy_s", "time/generate_tail_s", "time/train_s",
+                                       "time/train_overlapped_s", "time/sync_s", "rollout/engine_utilization")},
+            "steps": steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--median", type=int, default=24, help="median response tokens")
+    ap.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma (1.0: a few samples 10-30x the median)")
+    ap.add_argument("--cap", type=int, default=720, help="longest response")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--no-pin", dest="pin", action="store_false")
+    ap.add_argument("--output", default="")
+    args = ap.parse_args()
+    from amray.models import resolve_model
+
+    model_dir = str(resolve_model(args.model))
+    budget = lengths_for(args.prompts * args.samples, args.median, args.sigma, args.cap, 0)
+    print(f"lengths: median {statistics.median(budget)}, max {max(budget)}, mean {statistics.mean(budget):.0f}")
+    results = {name: run_mode(name, MODES[name], args, model_dir) for name in args.modes.split(",")}
+    base = results.get("a_sync_round_robin", {}).get("step_s_median")
+    summary = {name: {"step_s": round(r["step_s_median"], 2), **({"ratio_to_a": round(r["step_s_median"] / base, 3)}
+                                                                  if base else {}),
+                      "split": {k: round(v, 3) for k, v in r["split_median"].items()}} for name, r in results.items()}
+    print(json.dumps(summary, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps({"args": vars(args), "summary": summary, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
