@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amray.cluster import init_ray  # noqa: E402
-from amray.config import Config, parse_cli  # noqa: E402
+from amray.config import Config, ConfigError, load_config  # noqa: E402
+from amray.jobcli import add_config_arguments, config_from_args, keys_epilog, output_path, prepare_output_dir  # noqa: E402
 from amray.ledger import PassRate, append, measure, query_id, read_ledger, read_pool  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
 from amray.data.records import write_records  # noqa: E402
@@ -42,11 +43,11 @@ from amray.rollout import generate_and_score  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
-    """This job's flags; --config, --output-dir and the overrides are handed on to parse_cli."""
+    """This job's flags, then those every job shares (--config, --output-dir, --print-config, overrides)."""
     p = argparse.ArgumentParser(prog="jobs/pass_rate.py", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="task rows to measure (.jsonl / .json / .parquet, with `id`)")
-    p.add_argument("--ledger", required=True, help="the ledger directory (created on first use)")
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys_epilog(Config, Config()))
+    p.add_argument("--input", help="task rows to measure (.jsonl / .json / .parquet, with `id`); required")
+    p.add_argument("--ledger", help="the ledger directory (created on first use); required")
     p.add_argument("--samples", type=int, default=16, help="samples per query, k")
     p.add_argument("--stage", type=int, default=0, help="the stage these pass rates are for (0: before RL)")
     p.add_argument("--run", help="run name recorded (default: the output directory's name)")
@@ -54,15 +55,20 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--chunk", type=int, default=256, help="queries per generation round and ledger append")
     p.add_argument("--responses", help="append the sampled responses here (JSONL, one row per query: the "
                                        "reference-response format of amray.data.ground_truth)")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--output-dir", help="run directory (log.output_dir): summary.json goes there")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.max_tokens=4096")
+    add_config_arguments(p, output_help="run directory (log.output_dir): config.yaml and summary.json go there")
     args = p.parse_intermixed_args(argv)
+    cfg = config_from_args(p, args, load_config)  # --print-config ends here
+    for name in ("input", "ledger"):
+        if not getattr(args, name):
+            p.error(f"--{name} is required")
     for name in ("samples", "chunk"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    cfg, _ = parse_cli([*(["--config", args.config] if args.config else []),
-                        *(["--output-dir", args.output_dir] if args.output_dir else []), *args.overrides], __doc__)
+    try:  # written by this job: never into a `ray job submit` temporary copy
+        args.ledger = str(output_path(args.ledger, "--ledger"))
+        args.responses = args.responses and str(output_path(args.responses, "--responses"))
+    except ConfigError as e:
+        p.error(str(e))
     args.run = args.run or Path(cfg.log.output_dir).name
     return cfg, args
 
@@ -92,12 +98,15 @@ def main(argv: list[str] | None = None, engines: EnginePool | None = None) -> di
     """`engines`: an EnginePool already serving model.path (tests); default: start one."""
     cfg, args = parse_args(argv)
     t0 = time.time()
-    ledger = Path(args.ledger).resolve()
+    out = prepare_output_dir(cfg, "summary.json")
+    ledger = Path(args.ledger)
     try:
         queries = unique_queries(read_pool(args.input), args.input, args.limit)
         done = already_measured(ledger, cfg.model.path, args.run)
     except ValueError as e:  # LedgerError, DataError: a file or row that cannot be used
         raise SystemExit(f"error: {e}") from e
+    if not queries:
+        raise SystemExit(f"error: {args.input}: no rows (an empty file)")
     todo = [q for q in queries if str(q["id"]) not in done]
     print(f"{len(queries)} queries, {len(queries) - len(todo)} already measured by run {args.run!r}; "
           f"measuring {len(todo)} x {args.samples} samples")
@@ -113,8 +122,6 @@ def main(argv: list[str] | None = None, engines: EnginePool | None = None) -> di
         "stage": args.stage, "run": args.run, "ledger": str(ledger), "parts": parts, "sampling": sampling,
         "wall_s": round(time.time() - t0, 1),
     }
-    out = Path(cfg.log.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary

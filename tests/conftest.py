@@ -1,6 +1,5 @@
 """Each test module leaves no Ray behind in the pytest process: a job's `main()` called in-process
-starts a local Ray and (as in a notebook) leaves it up, and a later module that runs
-`ray stop --force` (the `ray job submit` test) would kill that cluster under the pytest process."""
+starts a local Ray and (as in a notebook) leaves it up; the next module starts its own."""
 
 import pytest
 

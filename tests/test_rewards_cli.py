@@ -36,7 +36,7 @@ def test_score_command_keeps_every_row_in_order(tmp_path: Path) -> None:
     code_ok = 1.0 if shutil.which("bwrap") else 0.0
     assert rewards == {"m1": 1.0, "q1": 1.0, "c1": code_ok, None: 0.0, "c2": 0.0, "i1": 1.0, "x1": 0.0, "m2": 0.0}
     errors = {w.get("id"): w["reward_info"].get("error", "") for w in written}
-    assert "line 4 is not valid JSON" in errors[None] and written[3]["raw"] == "{this is not json"
+    assert f"line 4 of {inp}: not valid JSON" in errors[None] and written[3]["raw"] == "{this is not json"
     assert "field `tests` is a string but not JSON" in errors["c2"]
     assert "unknown source 'poetry'" in errors["x1"]
     assert "field `answer` is missing" in errors["m2"]

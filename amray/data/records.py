@@ -47,18 +47,20 @@ def iter_json_lines(path: Path):
     a line that cannot be read (bad bytes, bad JSON) yields its error instead of stopping."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield number, DataError(f"line {number} of {path}: not UTF-8 text (byte 0x{raw[e.start]:02x} "
-                                        f"at column {e.start + 1})")
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as e:
-                yield number, DataError(f"line {number} of {path}: not valid JSON ({e.msg}, column {e.colno})")
+            if raw.strip():
+                yield number, json_line(raw, number, path)
+
+
+def json_line(raw: bytes, number: int, path: str | Path) -> object:
+    """Line `number` of a JSON-lines file parsed, or the DataError saying why it cannot be."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return DataError(f"line {number} of {path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return DataError(f"line {number} of {path}: not valid JSON ({e.msg}, column {e.colno})")
 
 
 def _json_records(path: Path) -> list[dict]:

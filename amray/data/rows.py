@@ -1,10 +1,14 @@
 """amray task rows: the schema every training file is checked against, and verl rows converted.
 
 An amray row has `id`, `source`, `prompt` (the user query as text, or a message list; a `messages`
-field is accepted too) and the source's ground-truth fields. verl rows (`data_source`, `prompt` as
-messages, `reward_model.ground_truth`, `extra_info`) are converted on reading. Files are read by
-`amray.data.records`; anything unusable raises `DataError` naming the file, the row (1-based) and
-the field.
+field is accepted too) and the source's ground-truth fields (`GROUND_TRUTH`). verl rows
+(`data_source`, `prompt` as messages, `reward_model.ground_truth`, `extra_info`) are converted on
+reading. Files are read by `amray.data.records`; anything unusable raises `DataError` naming the
+file, the row (1-based) and the field.
+
+    read_rows(path)                          # preprocessing: the schema; ground truth may still be missing
+    read_task_rows(path, split, ["mine"])    # a run's rows: each has what its source's reward reads
+    chat_rows(records, "sft.jsonl")          # SFT conversations (`messages`, or `prompt` + `completion`)
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amray.data.records import DataError, read_records
-from amray.rewards import SOURCES
+from amray.rewards import SOURCES, RowError, require
 
 # verl's `ability` / `data_source` values, mapped to amray sources (first keyword found wins).
 _VERL_KEYWORDS = (
@@ -72,31 +76,70 @@ def prompt_text(prompt: str | list[dict]) -> str:
     return "\n".join(m["content"] for m in prompt if m["role"] == "user")
 
 
+GROUND_TRUTH: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
+    "math": (("answer", (str, int, float)),),
+    "science": (("answer", str),), "mcq": (("answer", str),),
+    "code": (("tests", (dict, str)), ("language", str)),
+    "ifeval": (("prompt", str), ("instruction_id_list", list), ("kwargs", list)),
+    "chat": (("prompt", str),),
+}
+"""What each built-in source's reward reads from a row besides the response (amray.rewards.score_row):
+a run checks every row for it before any actor starts, instead of training on reward 0."""
+
+
 def read_rows(path: str | Path, split: str = "train") -> list[Row]:
     """amray rows of a training file, verl rows converted; ids unique, fields checked."""
-    rows: list[Row] = []
+    return [Row(n, r) for n, r in _checked(read_records(path, split), str(path), SOURCES, ground_truth=False)]
+
+
+def read_task_rows(path: str | Path, split: str = "train", custom_sources: tuple[str, ...] | list[str] = ()) -> list[dict]:
+    """The rows a run trains or evaluates on (`data.train`, `data.eval`), in any form read_records
+    reads: verl rows converted, ids unique, and each row holding what its source's reward reads.
+    `custom_sources`: sources scored by custom rewards (reward.custom, Run.add_reward); their rows
+    need only `id` and a prompt."""
+    return task_rows(read_records(path, split), str(path), custom_sources)
+
+
+def task_rows(records: list[dict], origin: str, custom_sources: tuple[str, ...] | list[str] = ()) -> list[dict]:
+    """`read_task_rows` for rows already in memory; `origin` names them in errors."""
+    return [r for _, r in _checked(records, origin, (*SOURCES, *custom_sources), ground_truth=True)]
+
+
+def _checked(records: list[dict], origin: str, sources: tuple[str, ...], ground_truth: bool):
+    """(row number, amray row) of every record, or the DataError of the first unusable one."""
+    if not records:
+        raise DataError(f"{origin}: no rows (an empty file or split)")
     seen: dict[str, int] = {}
-    for number, record in enumerate(read_records(path, split), start=1):
-        where = f"row {number} of {path}"
+    for number, record in enumerate(records, start=1):
+        where = f"row {number} of {origin}"
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected an object with fields, got {type(record).__name__}")
         if "data_source" in record and "reward_model" in record:
             record = from_verl(record, number, where)
-        rows.append(Row(number, check_row(record, where)))
-        first = seen.setdefault(rows[-1].id, number)
+        check_row(record, where, sources)
+        if ground_truth:
+            check_ground_truth(record, where)
+        first = seen.setdefault(str(record["id"]), number)
         if first != number:
-            raise DataError(f"{where}: id {rows[-1].id!r} is already used by row {first}; ids must be unique")
-    return rows
+            raise DataError(f"{where}: id {str(record['id'])!r} is already used by row {first}; ids must be unique")
+        yield number, record
 
 
-def check_row(record: dict, where: str) -> dict:
+def check_row(record: dict, where: str, sources: tuple[str, ...] = SOURCES) -> dict:
     field = "prompt" if "prompt" in record or "messages" not in record else "messages"
-    for name in ("id", "source", field):
-        if record.get(name) is None:
-            hint = " (or `messages`)" if name == "prompt" else ""
-            raise DataError(f"{where}: field `{name}`{hint} is missing")
+    missing = [f"`{name}`" + (" (or `messages`)" if name == "prompt" else "")
+               for name in ("id", "source", field) if record.get(name) is None]
+    if missing:
+        hint = (f"; `source` names the reward: one of {', '.join(sources)} (verl rows carry `data_source` and "
+                "`reward_model.ground_truth`)") if record.get("source") is None else ""
+        raise DataError(f"{where}: field{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        f"{'are' if len(missing) > 1 else 'is'} missing{hint}")
     if isinstance(record["id"], bool) or not isinstance(record["id"], (str, int)):
         raise DataError(f"{where}: field `id` must be a string or integer, got {type(record['id']).__name__}")
-    if record["source"] not in SOURCES:
-        raise DataError(f"{where}: field `source` is {record['source']!r}; expected one of {', '.join(SOURCES)}")
+    if record["source"] not in sources:
+        custom = "" if len(sources) > len(SOURCES) else \
+            " (a source of your own needs its reward: reward.custom=file.py:fn with reward.custom_source, or Run.add_reward)"
+        raise DataError(f"{where}: field `source` is {record['source']!r}; expected one of {', '.join(sources)}{custom}")
     prompt = record[field]
     if isinstance(prompt, list):
         for i, m in enumerate(prompt):
@@ -109,6 +152,54 @@ def check_row(record: dict, where: str) -> dict:
     if not prompt_text(prompt).strip():
         raise DataError(f"{where}: field `{field}` is empty")
     return record
+
+
+def check_ground_truth(record: dict, where: str) -> None:
+    """The fields the row's reward reads are there, of the type it reads (a custom source: none)."""
+    for name, types in GROUND_TRUTH.get(record["source"], ()):
+        try:
+            require(record, name, types, nonempty=True)
+        except RowError as e:
+            raise DataError(f"{where}: {e}") from None
+    if record["source"] == "code":  # the shape the sandbox runs, checked now rather than scored 0 all run
+        from amray.rewards.code import LANGUAGES, TestsError, parse_tests
+
+        if record["language"] not in LANGUAGES:
+            raise DataError(f"{where}: field `language` must be one of {', '.join(sorted(LANGUAGES))}, "
+                            f"got {record['language']!r}")
+        try:
+            parse_tests(record["tests"], record["language"])
+        except TestsError as e:
+            raise DataError(f"{where}: {e}") from None
+
+
+def chat_rows(records: list[dict], origin: str) -> list[list[dict]]:
+    """SFT conversations: each row's `messages` (TRL's conversational rows, verl's multi-turn), or
+    its `prompt` + `completion` (TRL's prompt-completion rows, text or message lists) as one exchange."""
+    if not records:
+        raise DataError(f"{origin}: no rows (an empty file or split)")
+    out = []
+    for number, record in enumerate(records, start=1):
+        where = f"row {number} of {origin}"
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected an object with fields, got {type(record).__name__}")
+        if "messages" in record:
+            messages = record["messages"]
+        elif "prompt" in record and "completion" in record:
+            messages = [*_turns(record["prompt"], "user"), *_turns(record["completion"], "assistant")]
+        else:
+            raise DataError(f"{where}: field `messages` is missing (or `prompt` + `completion`)")
+        if not isinstance(messages, list) or not messages:
+            raise DataError(f"{where}: field `messages` must be a non-empty list of {{role, content}}")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise DataError(f"{where}: message {i} needs string `role` and `content`, got {str(m)[:80]!r}")
+        out.append(messages)
+    return out
+
+
+def _turns(value: str | list[dict], role: str) -> list[dict]:
+    return list(value) if isinstance(value, list) else [{"role": role, "content": value}]
 
 
 def from_verl(record: dict, number: int, where: str) -> dict:

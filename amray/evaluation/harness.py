@@ -74,10 +74,12 @@ def prepare_tasks(problems: dict[str, list[Problem]], tokenizer, eval_cfg: EvalC
 
 
 def generate_samples(engines: EnginePool, rewards: RewardPool, tasks: list[BenchmarkTask], k: int,
-                     log=print) -> tuple[list[ScoredSample], dict[str, float]]:
+                     log=print, progress: bool | None = None) -> tuple[list[ScoredSample], dict[str, float]]:
     """k samples of every problem, each scored the moment it lands; benchmark after benchmark.
     Returns the samples and each benchmark's seconds (generation + scoring). Requests are not
-    seeded one by one (the engines are, at start: rollout.seed), as in GRPO rollouts."""
+    seeded one by one (the engines are, at start: rollout.seed), as in GRPO rollouts.
+    `progress`: a bar per benchmark (default: when there is a `log`)."""
+    show = bool(log) if progress is None else progress
     if k < 1:
         raise ValueError(f"samples per problem must be >= 1, got {k}")
     out: list[ScoredSample] = []
@@ -86,10 +88,11 @@ def generate_samples(engines: EnginePool, rewards: RewardPool, tasks: list[Bench
         t0 = time.perf_counter()
         sampling = engines.sampling(task.temperature, task.top_p, task.max_tokens)
         bar = None
-        if log:  # a long benchmark (GSM8K: 1319 problems) shows how far it got
+        if show:  # a long benchmark (GSM8K: 1319 problems) shows how far it got
             from tqdm import tqdm
 
-            bar = tqdm(total=len(task.prompts) * k, desc=task.name, unit="sample", mininterval=10)
+            bar = tqdm(total=len(task.prompts) * k, desc=f"eval {task.name}", unit="sample", mininterval=10,
+                       leave=bool(log))  # inside GRPO (no log) the bar goes when done, under the step bar
         rollout = generate_and_score(engines, rewards, task.prompts, k, sampling,
                                      on_samples=bar.update if bar is not None else None)
         if bar is not None:
@@ -176,9 +179,11 @@ def score_responses(rewards: RewardPool, pairs: list[tuple[Problem, SavedRespons
     return out
 
 
-def evaluate_benchmarks(engines: EnginePool, rewards: RewardPool, tasks: list[BenchmarkTask], k: int) -> dict[str, float]:
-    """For the GRPO driver: flat metrics such as `eval/gsm8k/pass@1`, `eval/heldout/pass@1`."""
-    samples, _ = generate_samples(engines, rewards, tasks, k, log=None)
+def evaluate_benchmarks(engines: EnginePool, rewards: RewardPool, tasks: list[BenchmarkTask], k: int,
+                        progress: bool = True) -> dict[str, float]:
+    """For the GRPO driver: flat metrics such as `eval/gsm8k/pass@1`, `eval/heldout/pass@1`;
+    `progress`: a bar per task while it runs (the driver passes log.progress)."""
+    samples, _ = generate_samples(engines, rewards, tasks, k, log=None, progress=progress)
     return flat_metrics(summarize(samples))
 
 
