@@ -2,7 +2,7 @@
 (generate -> train, requests bound to engines round-robin), (b) balanced streaming, strictly
 on-policy, (c) asynchronous with grpo.max_staleness=1. Goals: (b) <= 0.6 x (a), (c) <= 0.5 x (a).
 
-    .venv/bin/python benchmarks/bench_long_tail.py [--steps 4] [--prompts 16] [--samples 4] [--median 24]
+    .venv/bin/python benchmarks/bench_long_tail.py [--steps 4] [--prompts 16] [--samples 4] [--median 32] [--sigma 1.2] [--cap 896]
 
 Each request's max_tokens is drawn log-normally (ignore_eos, so it generates exactly that many):
 most are near the median, a few 10-30x longer. The prompts' expected lengths are given to the
@@ -63,7 +63,7 @@ def run_mode(name: str, overrides: list[str], args: argparse.Namespace, model_di
 
     cfg = load_config(None, [
         "rollout.num_engines=2", f"rollout.max_tokens={args.cap}", f"rollout.max_model_len={args.cap + 128}",
-        "rollout.kv_cache_gib=2", "trainer.num_workers=2", "trainer.lr=1e-4", "trainer.micro_batch_tokens=4096",
+        "rollout.kv_cache_gib=2", "trainer.num_workers=2", "trainer.lr=1e-4", f"trainer.micro_batch_tokens={args.micro_batch_tokens}",
         f"grpo.prompts_per_step={args.prompts}", f"grpo.samples_per_prompt={args.samples}",
         "grpo.zero_truncated=false", "reward.num_workers=2",
         f"reward.custom={ROOT / 'tests' / 'data' / 'first_letter_reward.py'}:reward", "log.progress=false",
@@ -115,9 +115,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--median", type=int, default=24, help="median response tokens")
-    ap.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma (1.0: a few samples 10-30x the median)")
-    ap.add_argument("--cap", type=int, default=720, help="longest response")
+    ap.add_argument("--median", type=int, default=32, help="median response tokens")
+    ap.add_argument("--sigma", type=float, default=1.2, help="log-normal sigma (1.2: ~3%% of prompts past 10x the median)")
+    ap.add_argument("--cap", type=int, default=896, help="longest response (28x the median; the tiny model has 1024 positions)")
+    ap.add_argument("--micro-batch-tokens", type=int, default=1024,
+                    help="trainer.micro_batch_tokens; streamed learning sends a group's rows once this many per rank are scored")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--no-pin", dest="pin", action="store_false")
     ap.add_argument("--output", default="")

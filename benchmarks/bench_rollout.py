@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_rollout.py [--model tiny|smollm2|DIR] [--prompts 32] [--samples 8] [--max-tokens 64]
 
 Both sides use the same engine arguments (`amray.engine.engine_args`), the same prompts and
-`ignore_eos` with a fixed max_tokens, so they generate the same number of tokens. amray's side
+`ignore_eos` with a fixed max_tokens, so they generate the same number of tokens, and the same
+threads (the actor's `rollout.threads` = the machine's cores, what the in-process engine uses). amray's side
 goes through Ray: one request per sample to the engine actor, sampling logprobs returned.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -41,7 +43,8 @@ def main() -> None:
     model_dir = str(resolve_model(args.model))
     rows, _ = arithmetic_split(args.prompts, 1, seed=3)
     prompts = build_prompts(AutoTokenizer.from_pretrained(model_dir), rows)
-    cfg = RolloutConfig(max_tokens=args.max_tokens, max_model_len=512)
+    # the engine actor gets every core, as the in-process engine does (rollout.threads)
+    cfg = RolloutConfig(max_tokens=args.max_tokens, max_model_len=512, threads=os.cpu_count() or 1)
     sampling = {"temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "ignore_eos": True}
     total_tokens = args.prompts * args.samples * args.max_tokens
 

@@ -1,6 +1,6 @@
 """cluster.yaml as `ray up` would take it: Ray's own validation, what `python -m amray.clusterfile`
 checks beyond it, its start commands run (against a stub `ray`) to see what they start, and its
-setup commands run for real on this machine into a new venv (the CPU variant of the same script)."""
+setup commands run for real on this machine into a fresh venv (the CPU variant of the same script)."""
 
 from __future__ import annotations
 
@@ -138,32 +138,16 @@ def pip_cache_dir() -> str:
     return subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True).stdout.strip()
 
 
-def seeded_venv(venv: Path) -> None:
-    """A new venv that sees this checkout's installed packages through a .pth line (same Python),
-    so pip finds torch, vLLM and the rest satisfied and installs only what is missing: amray
-    (editable, into the new venv) and boto3. The install from nothing is what `.ci/run` does with
-    ./install.sh on a fresh clone; unpacking torch and vLLM again here would add two minutes."""
-    import sysconfig
-
-    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    ours = sysconfig.get_path("purelib")
-    assert Path(site) != Path(ours)
-    (Path(site) / "_checkout_packages.pth").write_text(ours + "\n")
-
-
-def test_setup_commands_install_amray_into_a_new_venv(tmp_path) -> None:
+def test_setup_commands_install_amray_into_a_fresh_venv(tmp_path) -> None:
     """The head's setup commands (cluster-wide + head-only), exactly as in the file, run on this
-    machine; only the variant is the CPU one (no GPU here). ~/amray is this checkout, as
-    file_mounts makes it on a node. The venv is new, seeded with this checkout's packages (see
-    seeded_venv); what the commands add (amray, boto3) must land in it."""
+    machine into a fresh venv; only the variant is the CPU one (no GPU here). ~/amray is this
+    checkout, as file_mounts makes it on a node. pip's own cache is reused (what a node's second
+    `ray up` does). amray and the autoscaler's boto3 must land in that venv."""
     commands = prepared()["head_setup_commands"]
     assert sum("install.sh --gpu" in c for c in commands) == 1
     home = tmp_path / "home"
     home.mkdir()
     (home / "amray").symlink_to(ROOT)
-    seeded_venv(home / "amray-venv")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent)
     env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "HOME": str(home), "PATH": path,
            "PIP_CACHE_DIR": pip_cache_dir(), "PIP_NO_COMPILE": "1"}  # no .pyc compiling: not what is tested
