@@ -72,7 +72,8 @@ class LearnerRank:
         slices of the weights: amray/sharded_init.py). Returns what it chose and what it cost:
         compute dtype, attention, bytes read from the checkpoint, peak resident memory."""
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = master_addr, str(master_port)
-        dist.init_process_group(self.backend, rank=self.rank, world_size=self.world_size)
+        if not dist.is_initialized():  # a rank rebuilt in the same process keeps its group
+            dist.init_process_group(self.backend, rank=self.rank, world_size=self.world_size)
         reset_peak_rss()
         dtype = compute_dtype(self.cfg.dtype, self.device)
         self.compute_dtype = str(dtype).removeprefix("torch.")

@@ -9,15 +9,18 @@ reads, and nothing bigger than it has to.
   vocabulary x 24k tokens would be 14 GB).
 - Packed rows: a micro-batch may be one row of several sequences back to back (`cu_seqlens`
   marks where each starts); position ids restart per sequence and attention never crosses a
-  boundary: flash-attn's varlen kernel on a GPU where it is installed, else SDPA run sequence by
-  sequence (`sdpa_varlen`, exact, and it spends no FLOPs on a block-diagonal mask).
+  boundary: flash-attn's varlen kernel on a GPU where it is installed, else `sdpa_varlen`: on a
+  GPU in bfloat16 PyTorch's own varlen flash kernel (`torch.nn.attention.varlen`, PyTorch >= 2.10),
+  elsewhere SDPA run sequence by sequence (exact; no FLOPs spent on a block-diagonal mask).
 - bfloat16 compute where the hardware has it (`trainer.dtype=auto`); the parameters FSDP holds,
   the gradient reduction and the optimizer state stay float32.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 from itertools import pairwise
 
 import torch
@@ -53,7 +56,7 @@ def attention_implementation(device: torch.device) -> str:
 def sdpa_varlen(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                 sliding_window: int | None = None, cu_seq_lens_q: torch.Tensor | None = None,
-                **kwargs: object) -> tuple[torch.Tensor, None]:
+                max_length_q: int = 0, **kwargs: object) -> tuple[torch.Tensor, None]:
     """Causal SDPA within each packed sequence of [1, heads, L, d] (bounds `cu_seq_lens_q`, the
     name flash-attn's varlen path reads too). Without bounds every row is one sequence: exact for
     right-padded rows, whose real tokens never look right. Returns [B, L, heads, d]."""
@@ -62,12 +65,39 @@ def sdpa_varlen(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                                   "amray's packed SDPA; use a model without it or flash-attn on a GPU")
     if attention_mask is not None:
         raise ValueError("sdpa_varlen takes no attention mask: rows are packed or right-padded")
+    if (cu_seq_lens_q is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+            and torch_varlen() is not None):
+        return torch_varlen()(query, key, value, cu_seq_lens_q, max_length_q, scaling), None
     bounds = [0, query.shape[2]] if cu_seq_lens_q is None else cu_seq_lens_q.tolist()
     outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,
                                            scale=scaling, is_causal=True, enable_gqa=True)
             for a, b in pairwise(bounds)]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def torch_varlen():
+    """PyTorch's varlen flash attention over packed [1, heads, L, d] -> [1, L, heads, d], or None
+    where this PyTorch has none (its keyword for causal masking changed between releases)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    gqa = "enable_gqa" in params
+
+    def run(query, key, value, cu_seqlens, max_len, scale):
+        q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [L, heads, d]
+        if k.shape[1] != q.shape[1] and not gqa:  # grouped-query: one K/V head serves several Q heads
+            k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))
+        cu = cu_seqlens.to(torch.int32)
+        max_len = max_len or int((cu[1:] - cu[:-1]).max())
+        extra = {"enable_gqa": True} if gqa and k.shape[1] != q.shape[1] else {}
+        return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale, **causal, **extra).unsqueeze(0)
+
+    return run
 
 
 def register_sdpa_varlen() -> None:

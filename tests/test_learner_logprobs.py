@@ -153,3 +153,41 @@ def test_gradient_checkpointing_gives_the_same_gradients(model_dir, batch):
         grads.append([p.grad for p in policy.parameters()])
     for plain, recomputed in zip(*grads):
         torch.testing.assert_close(recomputed, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_torch_varlen_wrapper_lays_out_packed_heads_like_per_sequence_sdpa(monkeypatch):
+    """The GPU path (PyTorch's varlen flash kernel, CUDA-only) through its wrapper, with the kernel
+    replaced by a per-sequence causal reference on the CPU: the wrapper's layout ([1, H, L, d] in,
+    [1, L, H, d] out), grouped K/V heads, the causal flag and the sequence bounds must give what
+    `sdpa_varlen` gives on the same packed row."""
+    import torch.nn.attention.varlen as varlen_mod
+
+    from amray import policy as policy_mod
+
+    calls = []
+
+    def reference(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), is_causal=False,
+                  enable_gqa=False, **_):
+        assert is_causal or tuple(window_size) == (-1, 0), "the wrapper must ask for causal attention"
+        assert cu_q.dtype == torch.int32 and max_q == int((cu_q[1:] - cu_q[:-1]).max())
+        calls.append(cu_q.tolist())
+        outs = [torch.nn.functional.scaled_dot_product_attention(
+            q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), v[a:b].transpose(0, 1), is_causal=True, scale=scale,
+            enable_gqa=k.shape[1] != q.shape[1]).transpose(0, 1) for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist())]
+        return torch.cat(outs)
+
+    monkeypatch.setattr(varlen_mod, "varlen_attn", reference)
+    policy_mod.torch_varlen.cache_clear()
+    try:
+        run = policy_mod.torch_varlen()
+        torch.manual_seed(0)
+        lengths = [5, 11, 1, 7]
+        q, k, v = torch.randn(1, 6, 24, 16), torch.randn(1, 2, 24, 16), torch.randn(1, 2, 24, 16)
+        cu = torch.tensor(np.cumsum([0, *lengths]), dtype=torch.int64)
+        got = run(q, k, v, cu, 0, 0.25)
+        want, _ = policy_mod.sdpa_varlen(torch.nn.Module(), q, k, v, None, scaling=0.25, cu_seq_lens_q=cu)
+        assert calls == [[0, 5, 16, 17, 24]]
+        assert got.shape == want.shape == (1, 24, 6, 16)
+        torch.testing.assert_close(got, want)
+    finally:
+        policy_mod.torch_varlen.cache_clear()
