@@ -95,10 +95,13 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         A request for weights at least `min_version` is refused by an engine serving older ones
         (its sync failed); a newer version is fine (a sync landed while the request was queued)."""
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         if min_version is not None and self.version < min_version:
             raise StaleWeights(f"engine serves weight version {self.version}, the request needs {min_version}")
-        params = SamplingParams(n=1, logprobs=0, **sampling)
+        # FINAL_ONLY: one output when the request finishes, not one per token (a cumulative output
+        # per token costs this actor's event loop O(length) each, for every request in flight)
+        params = SamplingParams(n=1, logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY, **sampling)
         self.running += 1
         try:
             if self.delay_s:
@@ -129,5 +132,3 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
     def shutdown(self) -> None:
         self.close_object_store_side()
         self.llm.shutdown()
-
-
