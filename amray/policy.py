@@ -66,7 +66,7 @@ def sdpa_varlen(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
     if attention_mask is not None:
         raise ValueError("sdpa_varlen takes no attention mask: rows are packed or right-padded")
     if (cu_seq_lens_q is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
-            and torch_varlen() is not None):
+            and not dropout and torch_varlen() is not None):
         return torch_varlen()(query, key, value, cu_seq_lens_q, max_length_q, scaling), None
     bounds = [0, query.shape[2]] if cu_seq_lens_q is None else cu_seq_lens_q.tolist()
     outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout,

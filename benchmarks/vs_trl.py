@@ -16,8 +16,10 @@ time; `--only trl|amray` keeps one side's):
   TRL as released, see trl_runner.py). A mode that cannot run is reported with the reason.
 - `amray_<pipeline>`: this process, the project venv: configs/smollm2_cpu.yaml (`--config`) with
   grpo.prompts_per_step, samples_per_prompt and rollout.max_tokens set to the workload; `sync`
-  generates everything, then trains; `stream` trains each group as soon as it is scored. A fresh
-  cluster (and Ray) per run. Extra dotted overrides after `--` go to amray's config.
+  generates everything, then trains; `stream` trains each group as soon as it is scored; `async`
+  is `stream` with grpo.max_staleness=1 (the engines generate the next step's prompts while this
+  one trains: not the paper's on-policy setting, off by default in amray). A fresh cluster (and
+  Ray) per run. Extra dotted overrides after `--` go to amray's config.
 
 Reported per run (JSON at --output, rewritten after each run; a table on stdout): medians over the
 steps after the first `--warmup` of step seconds and its split into generation / training / other.
@@ -54,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TRL_MODES = ("fp32", "bf16", "cb", "vllm", "vllm_reload")
-PIPELINES = ("sync", "stream")
+PIPELINES = ("sync", "stream", "async")
 
 
 def main() -> None:
@@ -90,7 +92,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model(args.model).resolve()
     rows_path = out.parent / "rows.jsonl"
-    rows = gsm8k_rows(args.data, args.steps * args.prompts)
+    rows = gsm8k_rows(args.data, (args.steps + 1) * args.prompts)  # async launches one step ahead
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     runs: dict[str, dict] = {}
@@ -172,8 +174,9 @@ def run_amray(args: argparse.Namespace, pipeline: str, model_dir: Path, rows: li
     p = args.prompts
     cfg = load_config(args.config, [f"model.path={model_dir}", f"grpo.prompts_per_step={p}",
                                     f"grpo.samples_per_prompt={args.samples}", f"rollout.max_tokens={args.max_tokens}",
-                                    f"grpo.pipeline={pipeline}", f"grpo.steps={args.steps}", "grpo.kl_coef=0",
-                                    "grpo.max_staleness=0", f"log.output_dir={out_dir / f'amray_{pipeline}'}",
+                                    f"grpo.pipeline={'stream' if pipeline == 'async' else pipeline}",
+                                    f"grpo.steps={args.steps}", "grpo.kl_coef=0",
+                                    f"grpo.max_staleness={int(pipeline == 'async')}", f"log.output_dir={out_dir / f'amray_{pipeline}'}",
                                     *args.overrides])
     print(f"amray {pipeline}: starting the cluster", flush=True)
     steps: list[dict] = []
@@ -184,9 +187,9 @@ def run_amray(args: argparse.Namespace, pipeline: str, model_dir: Path, rows: li
         try:
             t = cfg.trainer
             cluster.learners.configure(t.lr, cfg.grpo.steps, t.warmup_steps, t.min_lr_ratio)
-            grpo = GRPO(cfg, cluster)
+            grpo = GRPO(cfg, cluster, InOrder(prompts))
             for k in range(args.steps):
-                rollout, m = grpo.step(prompts[k * p:(k + 1) * p])
+                rollout, m = grpo.step()  # step k: prompts k*p .. (k+1)*p - 1, as TRL gets them
                 steps.append(amray_step(rollout, m))
                 print(f"[amray {pipeline}] step {k + 1}: " + json.dumps({n: round(v, 3) for n, v in steps[-1].items()}),
                       flush=True)
@@ -202,6 +205,21 @@ def run_amray(args: argparse.Namespace, pipeline: str, model_dir: Path, rows: li
                 if k in ("num_engines", "dtype", "kv_cache_gib", "threads", "num_cpus", "num_workers",
                          "micro_batch_tokens", "packing", "torch_threads", "gradient_checkpointing", "pipeline")}
     return {"pipeline": pipeline, "settings": settings, "steps": steps}
+
+
+class InOrder:
+    """The prompts in file order, `n` per step (a PromptSampler without shuffling): the async
+    pipeline draws the next step's prompts while this one trains."""
+
+    def __init__(self, prompts: list) -> None:
+        self.prompts, self.pos = prompts, 0
+
+    def state(self) -> dict:
+        return {"pos": self.pos}
+
+    def next(self, n: int) -> list:
+        self.pos += n
+        return self.prompts[self.pos - n:self.pos]
 
 
 def amray_step(rollout, m: dict[str, float]) -> dict[str, float]:
@@ -249,9 +267,10 @@ def write(out: Path, args: argparse.Namespace, runs: dict[str, dict], wall_s: fl
                 "generated_tokens_per_s": a["generated_tokens_per_s"] / b["generated_tokens_per_s"],
                 "learner_tokens_per_s": a["learner_tokens_per_s"] / b["learner_tokens_per_s"],
             }
-    if "amray_sync" in ran and "amray_stream" in ran:
-        ratios["amray_sync/amray_stream"] = {"step_s": ran["amray_sync"]["median"]["step_s"]
-                                             / ran["amray_stream"]["median"]["step_s"]}
+    for overlapped in ("amray_stream", "amray_async"):
+        if "amray_sync" in ran and overlapped in ran:
+            ratios[f"amray_sync/{overlapped}"] = {"step_s": ran["amray_sync"]["median"]["step_s"]
+                                                  / ran[overlapped]["median"]["step_s"]}
     summary = {
         "workload": {"model": args.model, "prompts_per_step": args.prompts, "samples_per_prompt": args.samples,
                      "max_tokens": args.max_tokens, "steps": args.steps, "warmup_steps": args.warmup,
