@@ -121,7 +121,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def check_arch(arch: str, device: str, rows: int, work: Path) -> dict:
+def check_arch(arch: str, device: str, rows: int, work: Path, micro_batch_tokens: int = 4096) -> dict:
     model_dir = build_model(arch, work / arch)
     vocab = ARCHS[arch][1]["vocab_size"]
     out: dict = {"arch": arch}
@@ -174,17 +174,18 @@ def check_arch(arch: str, device: str, rows: int, work: Path) -> dict:
     batch = grpo_batch(vocab, rows // 8, 8)
     out["throughput"] = {}
     for name in ("packed", "packed_sdpa_loop", "padded"):
-        out["throughput"][name] = throughput(model_dir, device, batch, small, name,
+        out["throughput"][name] = throughput(model_dir, device, batch, small, name, micro_batch_tokens,
                                              PROFILE_DIR[0] / f"{arch}.prof.txt" if name == "packed" and PROFILE_DIR else None)
     return out
 
 
-def throughput(model_dir: Path, device: str, batch: TrainBatch, small: TrainBatch, name: str, profile: Path | None) -> dict:
+def throughput(model_dir: Path, device: str, batch: TrainBatch, small: TrainBatch, name: str, micro_batch_tokens: int,
+               profile: Path | None) -> dict:
     kernel = policy_mod.torch_varlen
     if name == "packed_sdpa_loop":
         policy_mod.torch_varlen = lambda: None
     try:
-        r = OneRank(model_dir, device, dtype="auto", micro_batch_tokens=4096, packing=name != "padded")
+        r = OneRank(model_dir, device, dtype="auto", micro_batch_tokens=micro_batch_tokens, packing=name != "padded")
         first = r.train_step(small, GRPOLoss())  # warm-up, and a check that every variant takes the same step
         r.train_step(batch.select(list(range(0, len(batch), 8))), GRPOLoss())
         if device == "cuda":
@@ -212,7 +213,7 @@ def throughput(model_dir: Path, device: str, batch: TrainBatch, small: TrainBatc
     finally:
         policy_mod.torch_varlen = kernel
     tokens = sum(len(t) for t in batch.tokens)
-    return {"rows": len(batch), "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+    return {"rows": len(batch), "tokens": tokens, "micro_batch_tokens": micro_batch_tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
             "trained_tokens_per_s": batch.trained_tokens / seconds, "loss": m["loss"],
             "first_step": {"loss": first["loss"], "grad_norm": first["grad_norm"]},
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--arch", default="smollm2,qwen2.5-0.5b")
     ap.add_argument("--rows", type=int, default=128)
+    ap.add_argument("--micro-batch-tokens", type=int, default=4096, help="trainer.micro_batch_tokens of the timed update")
     ap.add_argument("--output", default="")
     args = ap.parse_args()
     kernel = policy_mod.torch_varlen()
@@ -240,7 +242,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch.split(","):
             t0 = time.perf_counter()
-            r = check_arch(arch, args.device, args.rows, Path(tmp))
+            r = check_arch(arch, args.device, args.rows, Path(tmp), args.micro_batch_tokens)
             r["wall_s"] = time.perf_counter() - t0
             report["archs"].append(r)
             print(json.dumps(r), flush=True)
