@@ -223,11 +223,16 @@ class InOrder:
 
 
 def amray_step(rollout, m: dict[str, float]) -> dict[str, float]:
-    """One step's figures, in the same terms as trl_runner.py's."""
-    step_s, generate_s, train_s = m["time/step_s"], m["time/generate_s"], m.get("time/train_s", 0.0)
+    """One step's figures, in the same terms as trl_runner.py's. In `async` a step's generation
+    started during the step before (time/generate_s counts from its launch): `generate_s` is then
+    the part of it this step waited for, and `generation_window_s` the whole window (what generated
+    tokens/s is computed over)."""
+    step_s, window_s, train_s = m["time/step_s"], m["time/generate_s"], m.get("time/train_s", 0.0)
+    generate_s = min(window_s, max(0.0, step_s - train_s - m.get("time/sync_s", 0.0)))
     lengths = rollout.response_lengths
     return {
-        "step_s": step_s, "generate_s": generate_s, "train_s": train_s, "other_s": step_s - generate_s - train_s,
+        "step_s": step_s, "generate_s": generate_s, "generation_window_s": window_s, "train_s": train_s,
+        "other_s": step_s - generate_s - train_s,
         "reward_s": m.get("time/reward_s", 0.0), "sync_s": m.get("time/sync_s", 0.0),
         "train_compute_s": m.get("time/train_compute_s", train_s),
         "train_overlapped_s": m.get("time/train_overlapped_s", 0.0),
@@ -244,7 +249,8 @@ def median_figures(steps: list[dict], warmup: int) -> dict[str, float]:
     """Medians over the steps after warm-up (all steps if there are no others)."""
     counted = steps[warmup:] or steps
     med = {k: statistics.median(s[k] for s in counted) for k in counted[0] if isinstance(counted[0][k], (int, float))}
-    med["generated_tokens_per_s"] = statistics.median(s["completion_tokens"] / max(s["generate_s"], 1e-9) for s in counted)
+    med["generated_tokens_per_s"] = statistics.median(s["completion_tokens"] / max(s.get("generation_window_s", s["generate_s"]), 1e-9)
+                                                      for s in counted)
     med["learner_tokens_per_s"] = statistics.median((s["prompt_tokens"] + s["completion_tokens"])
                                                     / max(s["train_compute_s"], 1e-9) for s in counted)
     med["counted_steps"] = len(counted)
