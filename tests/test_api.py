@@ -163,17 +163,15 @@ def test_evaluate_and_save(run, tmp_path: Path) -> None:
 
 
 def test_starting_runs_again_leaves_no_actor_group_or_ray_behind(run, models, tmp_path: Path) -> None:
-    """What a notebook does: a cell that starts a run, run again (the earlier run was never closed),
-    then a `with` block. Every start closes what the last one left open."""
+    """What a notebook does: a cell that starts a run, then another cell starting one (the earlier
+    run was never closed), here as a `with` block. The start closes what the last one left open;
+    leaving the block closes its own."""
     one_run, groups = alive_actors(), live_groups()
     assert one_run.count("LearnerRank") == 2 and groups
-    again = amray.Run(CONFIG, [f"model.cache_dir={models}"], output_dir=tmp_path / "again", train=rows(8),
-                      rewards={"near_length": near_length}).start()
-    assert not run.started and again.started
-    assert settle(alive_actors, one_run) == one_run and live_groups() == groups
-    with amray.Run(CONFIG, [f"model.cache_dir={models}"], output_dir=tmp_path / "third", train=rows(8),
-                   rewards={"near_length": near_length}) as third:
-        assert not again.started and third.started
+    with amray.Run(CONFIG, [f"model.cache_dir={models}"], output_dir=tmp_path / "again", train=rows(8),
+                   rewards={"near_length": near_length}) as again:
+        assert not run.started and again.started
         assert settle(alive_actors, one_run) == one_run and live_groups() == groups
+    assert not again.started
     assert settle(alive_actors, []) == [] and settle(live_groups, 0) == 0
     assert ray.is_initialized()  # the module's own Ray: no run started it, so none stops it

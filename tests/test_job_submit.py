@@ -50,7 +50,7 @@ def test_demo_job_writes_where_it_says(heads, tmp_path: Path) -> None:
     _, _, client = heads
     out = tmp_path / "demo"
     job = submit(client, PYTHON, "jobs/demo.py", "--output-dir", str(out),
-                 "grpo.steps=1", "grpo.prompts_per_step=4", "grpo.samples_per_prompt=2", "demo.sft_size=64",
+                 "grpo.steps=1", "grpo.prompts_per_step=4", "grpo.samples_per_prompt=2", "demo.sft_size=64", "sft.epochs=1",
                  "demo.train_size=96", "demo.eval_size=4", "eval.samples=1", "eval.every_steps=0", "log.progress=false",
                  f"model.cache_dir={tmp_path / 'models'}")
     assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
