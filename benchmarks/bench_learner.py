@@ -37,25 +37,13 @@ from amray.grpo import GRPOLoss  # noqa: E402
 from amray.learner import LearnerGroup  # noqa: E402
 from amray.memory import peak_rss_bytes, reset_peak_rss  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
+from workloads import grpo_batch  # noqa: E402
 
 CONFIG = ROOT / "configs/smollm2_cpu.yaml"
 ANSWER = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
           "How many clips did Natalia sell altogether in April and May?",
           "In April she sold 48 clips. In May she sold half as many: 48 / 2 = 24 clips. Altogether she sold "
           "48 + 24 = 72 clips in April and May. The answer is \\boxed{72}.")
-
-
-def grpo_batch(prompts: int = 16, samples: int = 8, vocab: int = 49152, seed: int = 0) -> TrainBatch:
-    rng = np.random.default_rng(seed)
-    tokens, masks, logprobs = [], [], []
-    for _ in range(prompts):
-        prompt = rng.integers(100, vocab, rng.integers(60, 111))
-        for _ in range(samples):
-            n = 256 if rng.random() < 0.3 else int(rng.integers(40, 256))
-            tokens.append(np.concatenate([prompt, rng.integers(100, vocab, n)]))
-            masks.append(np.r_[np.zeros(len(prompt)), np.ones(n)].astype(np.float32))
-            logprobs.append(np.zeros(len(tokens[-1]), np.float32))
-    return TrainBatch(tokens, masks, rng.normal(size=len(tokens)).astype(np.float32), logprobs)
 
 
 class Baseline:

@@ -34,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def without_ray() -> None:
@@ -54,6 +55,7 @@ from amray.config import TrainerConfig  # noqa: E402
 from amray.grpo import GRPOLoss  # noqa: E402
 from amray import learner as learner_mod  # noqa: E402
 from amray import policy as policy_mod  # noqa: E402
+from workloads import grpo_batch  # noqa: E402
 
 ARCHS = {  # random weights, the architecture of the named model
     "smollm2": ("LlamaForCausalLM", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
@@ -65,10 +67,6 @@ ARCHS = {  # random weights, the architecture of the named model
     "tiny": ("Qwen2ForCausalLM", dict(vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)),
 }
-
-
-ADDRESS: list = []  # the process group's rendezvous, chosen in main
-PROFILE_DIR: list = []  # where the packed update's profile goes (beside --output)
 
 
 def build_model(arch: str, out: Path) -> Path:
@@ -83,21 +81,9 @@ def build_model(arch: str, out: Path) -> Path:
     return out
 
 
-def grpo_batch(vocab: int, prompts: int, samples: int, seed: int = 0) -> TrainBatch:
-    rng = np.random.default_rng(seed)
-    tokens, masks, logprobs = [], [], []
-    for _ in range(prompts):
-        prompt = rng.integers(100, vocab, rng.integers(60, 111))
-        for _ in range(samples):
-            n = 256 if rng.random() < 0.3 else int(rng.integers(40, 256))
-            tokens.append(np.concatenate([prompt, rng.integers(100, vocab, n)]))
-            masks.append(np.r_[np.zeros(len(prompt)), np.ones(n)].astype(np.float32))
-            logprobs.append(np.zeros(len(tokens[-1]), np.float32))
-    return TrainBatch(tokens, masks, rng.normal(size=len(tokens)).astype(np.float32), logprobs)
-
-
 class OneRank:
-    """A LearnerRank in this process (world size 1; the process group is set up once, in main)."""
+    """A LearnerRank in this process (world size 1; main sets up the process group once and
+    `setup` keeps it)."""
 
     def __init__(self, model_dir: Path, device: str, **trainer) -> None:
         cls = learner_mod.LearnerRank
@@ -105,7 +91,7 @@ class OneRank:
         cfg = TrainerConfig(num_workers=1, num_gpus=1.0 if device == "cuda" else 0.0, lr=1e-5,
                             torch_threads=os.cpu_count() or 1, **trainer)
         self.rank = cls(0, 1, str(model_dir), cfg, False)
-        self.info = self.rank.setup(*ADDRESS)
+        self.info = self.rank.setup("127.0.0.1", 0)
 
     def __getattr__(self, name):
         return getattr(self.rank, name)
@@ -121,11 +107,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def check_arch(arch: str, device: str, rows: int, work: Path, micro_batch_tokens: int = 4096) -> dict:
+def check_arch(arch: str, device: str, rows: int, work: Path, micro_batch_tokens: int = 4096,
+               profile_dir: Path | None = None) -> dict:
     model_dir = build_model(arch, work / arch)
     vocab = ARCHS[arch][1]["vocab_size"]
     out: dict = {"arch": arch}
-    small = grpo_batch(vocab, 2, 4, seed=1)
+    small = grpo_batch(2, 4, vocab, seed=1)
     probe = [int(t) for t in small.tokens[0]]
     start = int(np.argmax(small.loss_mask[0]))
 
@@ -171,11 +158,11 @@ def check_arch(arch: str, device: str, rows: int, work: Path, micro_batch_tokens
     auto.free()
     # throughput in the configured dtype: packed with the default attention, packed with SDPA run
     # sequence by sequence, right-padded rows; each from the start weights
-    batch = grpo_batch(vocab, rows // 8, 8)
+    batch = grpo_batch(rows // 8, 8, vocab)
     out["throughput"] = {}
     for name in ("packed", "packed_sdpa_loop", "padded"):
         out["throughput"][name] = throughput(model_dir, device, batch, small, name, micro_batch_tokens,
-                                             PROFILE_DIR[0] / f"{arch}.prof.txt" if name == "packed" and PROFILE_DIR else None)
+                                             profile_dir / f"{arch}.prof.txt" if name == "packed" and profile_dir else None)
     return out
 
 
@@ -236,13 +223,13 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("", 0))
         port = s.getsockname()[1]
-    ADDRESS[:] = ["127.0.0.1", port]
-    if args.output:
-        PROFILE_DIR.append(Path(args.output).parent)
+    torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo", rank=0, world_size=1,
+                                         init_method=f"tcp://127.0.0.1:{port}")
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch.split(","):
             t0 = time.perf_counter()
-            r = check_arch(arch, args.device, args.rows, Path(tmp), args.micro_batch_tokens)
+            r = check_arch(arch, args.device, args.rows, Path(tmp), args.micro_batch_tokens,
+                           Path(args.output).parent if args.output else None)
             r["wall_s"] = time.perf_counter() - t0
             report["archs"].append(r)
             print(json.dumps(r), flush=True)
