@@ -32,6 +32,10 @@ def engine_args(model_dir: str, cfg: RolloutConfig, weight_transfer: str = "", i
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     extra = {}
+    if one_process_engine(cfg):
+        from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
+        extra["distributed_executor_backend"] = UniProcExecutor
     if weight_transfer:
         from vllm.config.weight_transfer import WeightTransferConfig
         extra["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
@@ -50,6 +54,19 @@ def engine_args(model_dir: str, cfg: RolloutConfig, weight_transfer: str = "", i
         disable_log_stats=True,
         **extra,
     )
+
+
+def one_process_engine(cfg: RolloutConfig) -> bool:
+    """On CPU vLLM runs even a one-rank model in a worker process of its own beside the engine
+    core ("mp"), so that it can pin that process's OpenMP threads. With no pinning ("nobind", what
+    amray sets) and one rank the worker can live in the engine-core process, as it does on a GPU:
+    one spawned process (~6 s of imports) fewer per engine start, and no message queue between
+    scheduler and model on every step (tiny model: ~20% more tokens/s on 2 cores). The executor
+    is passed as a class: vLLM's CPU platform replaces the name "uni" by "mp"."""
+    from vllm.platforms import current_platform
+
+    return (current_platform.is_cpu() and cfg.tensor_parallel_size == 1
+            and os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind")
 
 
 class StaleWeights(RuntimeError):
