@@ -10,6 +10,12 @@ fleet as the difficulty ledger would. Two engines; on this 2-core machine the en
 to core 0 and the learner ranks to core 1, so rollout and training imitate disaggregated GPUs
 (set --no-pin to leave placement to the OS). Reported: median seconds per step after the first,
 per mode, the ratios to (a), and each mode's time split and engine utilisation.
+
+Beside each goal, the limit that mode can reach on this workload, from (a)'s own split
+(`limit_ratio`): (b) still ends each step with its own generation, so at best a step takes
+max(generate, train) + sync of (a), its generation less (a)'s tail with idle engines; (c) at
+best hides generation entirely, but every step still trains and syncs: train + sync of (a).
+A goal below its limit cannot be met by any schedule on the machine and workload measured.
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ def run_mode(name: str, overrides: list[str], args: argparse.Namespace, model_di
     later = steps[1:] or steps
     return {"step_s_median": statistics.median(s["wall_s"] for s in later),
             "split_median": {k: statistics.median(s.get(k, 0.0) for s in later)
-                             for k in ("time/generate_all_busy_s", "time/generate_tail_s", "time/train_s",
+                             for k in ("time/generate_s", "time/generate_all_busy_s", "time/generate_tail_s", "time/train_s",
                                        "time/train_overlapped_s", "time/sync_s", "rollout/engine_utilization")},
             "steps": steps}
 
@@ -134,6 +140,14 @@ def main() -> None:
     summary = {name: {"step_s": round(r["step_s_median"], 2), **({"ratio_to_a": round(r["step_s_median"] / base, 3)}
                                                                   if base else {}),
                       "split": {k: round(v, 3) for k, v in r["split_median"].items()}} for name, r in results.items()}
+    if base:  # the limit beside each goal, from (a)'s own split
+        a = results["a_sync_round_robin"]["split_median"]
+        # balanced dispatch can at best remove (a)'s tail with idle engines from its generation
+        gen, train, sync = a["time/generate_all_busy_s"], a["time/train_s"], a["time/sync_s"]
+        bounds = {"b_stream_balanced": max(gen, train) + sync, "c_async_staleness_1": train + sync}
+        for name, seconds in bounds.items():
+            if name in summary:
+                summary[name]["limit_ratio"] = round(seconds / base, 3)
     print(json.dumps(summary, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps({"args": vars(args), "summary": summary, "results": results}, indent=1))

@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -138,34 +140,77 @@ def pip_cache_dir() -> str:
     return subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True).stdout.strip()
 
 
-def test_setup_commands_install_amray_into_a_fresh_venv(tmp_path) -> None:
+class SetupRun:
     """The head's setup commands (cluster-wide + head-only), exactly as in the file, run on this
     machine into a fresh venv; only the variant is the CPU one (no GPU here). ~/amray is this
     checkout, as file_mounts makes it on a node. pip's own cache is reused (what a node's second
-    `ray up` does). amray and the autoscaler's boto3 must land in that venv."""
+    `ray up` does). About 2 minutes of pip, a third of it waiting on the package index, so the
+    suite starts it in a thread when it collects the test (conftest.py) and the test waits for it."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="amray-setup-"))
+        self.home = self.root / "home"
+        self.runs: list[tuple[str, subprocess.CompletedProcess]] = []
+        self.seconds = 0.0
+        self.error: BaseException | None = None
+        path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent)
+        self.env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "HOME": str(self.home), "PATH": path,
+                    "PIP_CACHE_DIR": pip_cache_dir(), "PIP_NO_COMPILE": "1"}  # no .pyc compiling: not what is tested
+        self.thread = threading.Thread(target=self._run, name="setup-commands", daemon=True)
+
+    def start(self) -> SetupRun:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.home.mkdir()
+            (self.home / "amray").symlink_to(ROOT)
+            start = time.monotonic()
+            for command in prepared()["head_setup_commands"]:
+                run = subprocess.run(["bash", "-c", command.replace("install.sh --gpu", "install.sh --cpu")], cwd=self.home,
+                                     env=self.env, capture_output=True, text=True, timeout=1200)
+                self.runs.append((command, run))
+                if run.returncode != 0:
+                    break
+            self.seconds = time.monotonic() - start
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+EARLY: SetupRun | None = None
+
+
+def start_setup_early() -> None:
+    """Called by conftest.py when the suite collects the test below."""
+    global EARLY
+    EARLY = SetupRun().start()
+
+
+def test_setup_commands_install_amray_into_a_fresh_venv() -> None:
+    """The setup commands (SetupRun) land amray and the autoscaler's boto3 in that venv."""
     commands = prepared()["head_setup_commands"]
     assert sum("install.sh --gpu" in c for c in commands) == 1
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "amray").symlink_to(ROOT)
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent)
-    env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "HOME": str(home), "PATH": path,
-           "PIP_CACHE_DIR": pip_cache_dir(), "PIP_NO_COMPILE": "1"}  # no .pyc compiling: not what is tested
-    start = time.monotonic()
-    for command in commands:
-        run = subprocess.run(["bash", "-c", command.replace("install.sh --gpu", "install.sh --cpu")], cwd=home, env=env,
-                             capture_output=True, text=True, timeout=1200)
-        assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-3000:])
-    seconds = time.monotonic() - start
-    python = home / "amray-venv" / "bin" / "python"
-    check = subprocess.run([str(python), "-c", "import amray, boto3, ray, torch, vllm; assert torch.version.cuda is None; "
-                            "print(ray.__version__)"], capture_output=True, text=True, timeout=300)
-    assert check.returncode == 0, check.stderr[-3000:]
-    where = subprocess.run([str(python), "-c", "import amray, boto3, sys; print(amray.__file__); print(boto3.__file__); "
-                            "print(sys.prefix)"], capture_output=True, text=True, timeout=120).stdout.split()
-    assert Path(where[0]).resolve() == (ROOT / "amray" / "__init__.py").resolve()  # the mounted checkout, installed editable
-    assert Path(where[1]).is_relative_to(home / "amray-venv"), where  # the autoscaler's boto3: in amray's venv
-    shown = subprocess.run([str(python), str(ROOT / "jobs" / "grpo.py"), "--print-config", "--output-dir", "/tmp/x"],
-                           capture_output=True, text=True, timeout=300)
-    assert shown.returncode == 0 and "output_dir: /tmp/x" in shown.stdout, shown.stderr[-3000:]
-    print(f"setup commands: {seconds:.0f}s")
+    setup = EARLY or SetupRun().start()
+    try:
+        setup.thread.join(timeout=1500)
+        assert not setup.thread.is_alive(), "the setup commands did not finish in 25 minutes"
+        assert setup.error is None, repr(setup.error)
+        assert [command for command, _ in setup.runs] == commands
+        for command, run in setup.runs:
+            assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-3000:])
+        home = setup.home
+        python = home / "amray-venv" / "bin" / "python"
+        check = subprocess.run([str(python), "-c", "import amray, boto3, ray, torch, vllm; assert torch.version.cuda is None; "
+                                "print(ray.__version__)"], capture_output=True, text=True, timeout=300)
+        assert check.returncode == 0, check.stderr[-3000:]
+        where = subprocess.run([str(python), "-c", "import amray, boto3, sys; print(amray.__file__); print(boto3.__file__); "
+                                "print(sys.prefix)"], capture_output=True, text=True, timeout=120).stdout.split()
+        assert Path(where[0]).resolve() == (ROOT / "amray" / "__init__.py").resolve()  # the mounted checkout, installed editable
+        assert Path(where[1]).is_relative_to(home / "amray-venv"), where  # the autoscaler's boto3: in amray's venv
+        shown = subprocess.run([str(python), str(ROOT / "jobs" / "grpo.py"), "--print-config", "--output-dir", "/tmp/x"],
+                               capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0 and "output_dir: /tmp/x" in shown.stdout, shown.stderr[-3000:]
+        print(f"setup commands: {setup.seconds:.0f}s")
+    finally:
+        shutil.rmtree(setup.root, ignore_errors=True)
