@@ -19,12 +19,22 @@ class Cluster:
         self.cfg, self.model_dir = validate(cfg), model_dir  # a config built or changed in Python, checked
         self.sync_backend = resolve_backend(cfg.sync.backend, cfg.rollout.num_gpus, cfg.trainer.num_gpus)
         transfer = "" if self.sync_backend == "object_store" else self.sync_backend
-        self.engines = EnginePool(model_dir, cfg.rollout, transfer, cfg.ray.placement_timeout_s)
-        self.learners = LearnerGroup(model_dir, cfg.trainer, reference=cfg.grpo.kl_coef > 0,
-                                     placement_timeout_s=cfg.ray.placement_timeout_s)
-        self.train_dtype = self.learners.compute_dtype
-        self.rewards = RewardPool(cfg.reward)
-        self.rewards.warmup()
+        # The engines load while the learner ranks and reward workers start (each side is mostly
+        # process start-up and imports: ~15 s for a vLLM engine on CPU).
+        self.engines = EnginePool(model_dir, cfg.rollout, transfer, cfg.ray.placement_timeout_s, wait=False)
+        self.learners = self.rewards = None
+        try:
+            self.learners = LearnerGroup(model_dir, cfg.trainer, reference=cfg.grpo.kl_coef > 0,
+                                         placement_timeout_s=cfg.ray.placement_timeout_s)
+            self.train_dtype = self.learners.compute_dtype
+            self.rewards = RewardPool(cfg.reward)
+            self.rewards.warmup()
+            self.engines.wait_ready()
+        except BaseException:
+            for part in (self.rewards, self.engines, self.learners):
+                if part is not None:
+                    part.shutdown()
+            raise
         self.transfer = make_transfer(self.sync_backend, self.learners, self.engines, cfg.sync.timeout_s)
         self.weight_version = 0
 

@@ -5,6 +5,7 @@ the same logprobs as the learner — the weight sync really moved the new weight
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,18 @@ def test_engine_samples_carry_tokens_text_logprobs_and_finish_reason(run):
     assert sample.finish_reason in ("stop", "length") and np.all(sample.logprobs <= 0)
     (again,) = cluster.engines.run([Request(train[0], "g", 0, sampling, seed=7)])
     assert again.token_ids.tolist() == sample.token_ids.tolist()  # seeded sampling is reproducible
+
+
+def test_an_engine_runs_its_model_in_one_vllm_process(run):
+    """On CPU vLLM would give a one-rank model a worker process beside its engine core; amray
+    runs the worker inside the engine core (one_process_engine): one spawn fewer per engine."""
+    import psutil
+
+    _, cluster, _, _ = run
+    (pid,) = ray.get([e.__ray_call__.remote(lambda self: os.getpid()) for e in cluster.engines.actors])
+    titles = [" ".join(p.cmdline()) for p in psutil.Process(pid).children(recursive=True)]
+    vllm = [t for t in titles if t.startswith("VLLM::")]
+    assert len(vllm) == 1 and "EngineCore" in vllm[0], titles
 
 
 def test_grpo_steps_sync_weights_into_engines(run):

@@ -63,15 +63,16 @@ class EnginePool:
     """
 
     def __init__(self, model_dir: str, cfg: RolloutConfig, weight_transfer: str = "",
-                 placement_timeout_s: float = 900.0) -> None:
+                 placement_timeout_s: float = 900.0, wait: bool = True) -> None:
+        """`wait=False` returns once the engines are starting; `wait_ready()` before first use
+        (the cluster starts its learners and reward workers meanwhile)."""
         self.cfg, self.model_dir, self.weight_transfer = cfg, model_dir, weight_transfer
         # One bundle per engine (its tensor-parallel devices with it, so on one node), spread over nodes.
         self.group = placement({"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}, cfg.num_engines,
                                "SPREAD", "rollout engines", placement_timeout_s)
         self.slots = [_Slot(self._start(i)) for i in range(cfg.num_engines)]
-        infos = ray.get([s.actor.info.remote() for s in self.slots])
-        self.backend = infos[0]["backend"]
-        self.capacity = cfg.max_inflight or infos[0]["max_num_seqs"]
+        self._booting = [s.actor.info.remote() for s in self.slots]
+        self.backend, self.capacity = "", 0
         self.timeout_s = cfg.request_timeout_s or 120.0 + 0.5 * cfg.max_tokens
         self.version, self.weights_hash, self._weights = 0, "", None  # what every engine must serve
         self.queue: deque[Request] = deque()
@@ -82,6 +83,16 @@ class EnginePool:
         self._rr = 0
         self.timing = {"all_busy_s": 0.0, "tail_s": 0.0}
         self._tick = time.perf_counter()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every engine has loaded its model (an engine that failed to start raises)."""
+        if self._booting:
+            infos = ray.get(self._booting)
+            self._booting = []
+            self.backend = infos[0]["backend"]
+            self.capacity = self.cfg.max_inflight or infos[0]["max_num_seqs"]
 
     def _start(self, index: int):
         opts = {"num_cpus": self.cfg.num_cpus, "num_gpus": self.cfg.num_gpus, "resources": self.cfg.resources,
