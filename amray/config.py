@@ -102,6 +102,11 @@ class TrainerConfig:
     """Tokens per micro-batch (packed: their sum; padded: longest x rows); a longer row goes alone."""
     packing: bool = True
     """Rows laid end to end, attention kept inside each (no padding); false: right-padded rows."""
+    share_prompts: bool = True
+    """With packing: rows that repeat the same prompt (a GRPO group's samples) are laid out as the
+    prompt once, then each response, which sees the prompt and its own past only; the same
+    logprobs and gradients with the prompt computed once per micro-batch, not once per sample.
+    Needs amray's SDPA attention (off under flash-attn, which runs rows one by one)."""
     logprob_chunk_tokens: PositiveInt = 1024
     """Positions projected onto the vocabulary at once: bounds the [chunk, vocab] float32 logits."""
     gradient_checkpointing: bool = False

@@ -36,8 +36,8 @@ from amray.actors import call_all, fan_out, in_bundle, placement, release
 from amray.batch import TrainBatch
 from amray.config import TrainerConfig
 from amray.memory import SavedActivations, peak_rss_bytes, reset_peak_rss, state_bytes
-from amray.microbatch import empty_micro_batch, micro_batch, micro_batches, policy_inputs
-from amray.policy import Policy, attention_implementation, compute_dtype
+from amray.microbatch import balance, empty_micro_batch, micro_batch, micro_batches, policy_inputs, prefixes
+from amray.policy import SDPA_VARLEN, Policy, attention_implementation, compute_dtype
 from amray.sharded_init import build_policy
 from amray.weight_sync.packing import PackedWeights, pack_weights
 
@@ -78,6 +78,7 @@ class LearnerRank:
         dtype = compute_dtype(self.cfg.dtype, self.device)
         self.compute_dtype = str(dtype).removeprefix("torch.")
         attention = attention_implementation(self.device)
+        self.share_prompts = self.cfg.packing and self.cfg.share_prompts and attention == SDPA_VARLEN
 
         def build(trainable: bool) -> Policy:
             return build_policy(self.model_dir, self.device, dtype, attention, self.cfg.logprob_chunk_tokens,
@@ -88,7 +89,7 @@ class LearnerRank:
         self.ref = build(False) if self.with_reference else None
         self.configure(self.cfg.lr, 1, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
         return {"dtype": str(dtype).removeprefix("torch."), "attention": attention,
-                "checkpoint_bytes_read": self.model.checkpoint_bytes_read, "setup_peak_rss": peak_rss_bytes()}
+                "share_prompts": self.share_prompts, "checkpoint_bytes_read": self.model.checkpoint_bytes_read, "setup_peak_rss": peak_rss_bytes()}
 
     def configure(self, lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> None:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, betas=tuple(self.cfg.betas),
@@ -106,10 +107,11 @@ class LearnerRank:
         the *summed* loss (the token-mean's divisor is known only once every row has arrived).
         Returns the seconds it took (the driver reports training overlapped with generation)."""
         t0 = time.perf_counter()
-        packed = self.cfg.packing
-        plan = micro_batches([len(t) for t in batch.tokens], self.cfg.micro_batch_tokens, packed) if len(batch) else []
+        packed, share = self.cfg.packing, self.share_prompts
+        plan = micro_batches([len(t) for t in batch.tokens], self.cfg.micro_batch_tokens, packed,
+                             prefixes(batch) if share else None) if len(batch) else []
         padding = self._all([len(plan)], dist.ReduceOp.MAX)[0] - len(plan)
-        mbs = itertools.chain((micro_batch(batch, idx, packed, self.device) for idx in plan),
+        mbs = itertools.chain((micro_batch(batch, idx, packed, self.device, share) for idx in plan),
                               (empty_micro_batch(self.device) for _ in range(int(padding))))
         for mb in mbs:
             with self.saved_activations:
@@ -233,20 +235,18 @@ class LearnerGroup:
                       for r in range(n)]
         addr, port = ray.get(self.ranks[0].address.remote())
         self.setup_info = call_all(self.ranks, "setup", addr, port)
-        """Per rank: compute `dtype`, `attention`, `checkpoint_bytes_read`, `setup_peak_rss`."""
+        """Per rank: compute `dtype`, `attention`, `share_prompts`, `checkpoint_bytes_read`, `setup_peak_rss`."""
+        self.share_prompts = all(info["share_prompts"] for info in self.setup_info)
+        """Rows of one prompt are laid out with the prompt once (`trainer.share_prompts`, where it applies)."""
 
     def configure(self, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 1.0) -> None:
         call_all(self.ranks, "configure", lr, total_steps, warmup_steps, min_lr_ratio)
 
     def shards(self, batch: TrainBatch) -> list[TrainBatch]:
-        """Rows split over ranks balanced by tokens (longest first, to the lightest rank)."""
-        shards: list[list[int]] = [[] for _ in self.ranks]
-        load = [0] * len(self.ranks)
-        for i in sorted(range(len(batch)), key=lambda i: -len(batch.tokens[i])):
-            r = load.index(min(load))
-            shards[r].append(i)
-            load[r] += len(batch.tokens[i])
-        return [batch.select(s) for s in shards]
+        """Rows split over ranks balanced by tokens (longest first, to the lightest rank; a rank
+        that already holds a row's prompt counts only its response: `microbatch.balance`)."""
+        parts = balance([len(t) for t in batch.tokens], len(self.ranks), prefixes(batch) if self.share_prompts else None)
+        return [batch.select(p) for p in parts]
 
     def train_step(self, batch: TrainBatch, loss) -> dict[str, float]:
         """One optimizer update on `batch` (token-mean loss over all of it)."""

@@ -10,6 +10,15 @@ the [B, L] tokens; loss-mask positions: response tokens for GRPO, assistant toke
 per-token tensors are columns [N, 1]: the losses broadcast one advantage per row, and here every
 trained token is its own row, carrying its row's advantage.
 
+Shared prompts (`trainer.share_prompts`, with packing): rows whose tokens before their first trained
+token are the same (a GRPO group's samples all repeat their prompt) are laid out once as that
+prompt followed by each row's rest, [prompt, rest 1, rest 2, ...]. The prompt attends causally to
+itself; each rest attends to the whole prompt and causally to its own tokens, never to another
+rest (`segments`, read by `policy.sdpa_varlen`); its position ids go on from the prompt's length,
+and its first token is predicted from the prompt's last position. Every trained position sees
+exactly the tokens it sees in its own row, so logprobs and gradients are those of the rows laid
+out one by one, while the prompt is computed once instead of once per sample.
+
 Every rank runs the same number of micro-batches, because FSDP's collectives run per
 forward/backward: a rank with fewer rows runs `empty_micro_batch`es, which join the collectives
 and train nothing.
@@ -17,28 +26,87 @@ and train nothing.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import torch
 
 from amray.batch import TrainBatch
 
+Prefix = tuple[int, bytes] | None
+"""A row's shareable prompt: (length, its tokens' bytes), or None where it shares nothing."""
 
-def pack_plan(lengths: list[int], token_budget: int) -> list[list[int]]:
+
+def prefixes(batch: TrainBatch) -> list[Prefix]:
+    """Each row's tokens before its first trained token (None for a row with no such tokens)."""
+    out: list[Prefix] = []
+    for tokens, mask in zip(batch.tokens, batch.loss_mask):
+        trained = np.flatnonzero(np.asarray(mask)[1:])  # position p trains token p + 1
+        n = int(trained[0]) + 1 if len(trained) else 0
+        out.append((n, np.asarray(tokens[:n], np.int64).tobytes()) if n else None)
+    return out
+
+
+def _rows_by_prompt(lengths: list[int], shared: list[Prefix]) -> list[int]:
+    """Row order for the greedy plans: the rows of one prompt together, the biggest prompt's
+    rows (prompt once plus the rests) first, longest row first within a prompt."""
+    units: dict[object, list[int]] = defaultdict(list)
+    for i, pre in enumerate(shared):
+        units[pre if pre is not None else ("row", i)].append(i)
+
+    def size(rows: list[int]) -> int:
+        n = shared[rows[0]][0] if shared[rows[0]] is not None else 0
+        return n + sum(lengths[i] - n for i in rows)
+
+    return [i for rows in sorted(units.values(), key=size, reverse=True)
+            for i in sorted(rows, key=lambda i: lengths[i], reverse=True)]
+
+
+def pack_plan(lengths: list[int], token_budget: int, shared: list[Prefix] | None = None) -> list[list[int]]:
     """First-fit decreasing: rows (longest first) into the first micro-batch with room, total
-    tokens within the budget; a row longer than the budget is a micro-batch of its own."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    tokens within the budget; a row longer than the budget is a micro-batch of its own. With
+    `shared` prefixes, a row costs only its rest in a micro-batch that already holds its prompt,
+    and such a micro-batch is tried first."""
+    shared = shared or [None] * len(lengths)
+    order = _rows_by_prompt(lengths, shared) if any(shared) else \
+        sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     batches: list[list[int]] = []
     used: list[int] = []
+    held: list[set] = []
     for i in order:
-        for b, u in enumerate(used):
-            if u + lengths[i] <= token_budget:
+        pre = shared[i]
+        first = [b for b in range(len(batches)) if pre is not None and pre in held[b]]
+        for b in first + [b for b in range(len(batches)) if b not in first]:
+            cost = lengths[i] - pre[0] if b in first else lengths[i]
+            if used[b] + cost <= token_budget:
                 batches[b].append(i)
-                used[b] += lengths[i]
+                used[b] += cost
+                held[b].add(pre)
                 break
         else:
             batches.append([i])
             used.append(lengths[i])
+            held.append({pre})
     return batches
+
+
+def balance(lengths: list[int], parts: int, shared: list[Prefix] | None = None) -> list[list[int]]:
+    """Rows split into `parts` (learner ranks) balanced by tokens: each row, longest first, to the
+    part it loads least, where a part that already holds the row's prompt pays only its rest."""
+    shared = shared or [None] * len(lengths)
+    order = _rows_by_prompt(lengths, shared) if any(shared) else \
+        sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    out: list[list[int]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    held: list[set] = [set() for _ in range(parts)]
+    for i in order:
+        pre = shared[i]
+        cost = [lengths[i] - pre[0] if pre is not None and pre in held[r] else lengths[i] for r in range(parts)]
+        r = min(range(parts), key=lambda r: (load[r] + cost[r], r))
+        out[r].append(i)
+        load[r] += cost[r]
+        held[r].add(pre)
+    return out
 
 
 def pad_plan(lengths: list[int], token_budget: int) -> list[list[int]]:
@@ -59,43 +127,81 @@ def pad_plan(lengths: list[int], token_budget: int) -> list[list[int]]:
     return batches
 
 
-def micro_batches(lengths: list[int], token_budget: int, packed: bool = True) -> list[list[int]]:
-    """Row indices of each micro-batch."""
-    return (pack_plan if packed else pad_plan)(lengths, token_budget)
+def micro_batches(lengths: list[int], token_budget: int, packed: bool = True,
+                  shared: list[Prefix] | None = None) -> list[list[int]]:
+    """Row indices of each micro-batch (`shared`: the rows' prefixes, packed only)."""
+    return pack_plan(lengths, token_budget, shared) if packed else pad_plan(lengths, token_budget)
 
 
-def micro_batch(batch: TrainBatch, idx: list[int], packed: bool, device: torch.device) -> dict[str, torch.Tensor | int]:
-    """Rows `idx` as model inputs (tokens, position_ids [B, L]; cu_seqlens when packed) and, per
-    trained token, predict / targets [N], mask / sample_logprobs [N, 1], adv [N]."""
+def _layout(batch: TrainBatch, idx: list[int], share: bool) -> tuple[list[tuple[int, int, tuple[int, ...]]],
+                                                                      list[np.ndarray]]:
+    """Packed layout of rows `idx`: segments (start, prompt length, rest lengths; a row alone is
+    (start, length, ())) and, per row in `idx` order, where each of its positions lands."""
+    units: dict[object, list[int]] = defaultdict(list)  # a prompt's rows, or a row alone
+    prompt: dict[object, int] = {}
+    for i, pre in zip(idx, prefixes(batch.select(idx)) if share else [None] * len(idx)):
+        key = pre if pre is not None else ("alone", i)
+        units[key].append(i)
+        prompt[key] = pre[0] if pre is not None else 0
+    segments, where, offset = [], {}, 0
+    for key, rows in units.items():
+        if len(rows) == 1:
+            n = len(batch.tokens[rows[0]])
+            segments.append((offset, n, ()))
+            where[rows[0]] = offset + np.arange(n)
+            offset += n
+            continue
+        n0 = prompt[key]
+        rest_at = offset + n0
+        for i in rows:
+            rest = len(batch.tokens[i]) - n0
+            where[i] = np.concatenate([offset + np.arange(n0), rest_at + np.arange(rest)])
+            rest_at += rest
+        segments.append((offset, n0, tuple(len(batch.tokens[i]) - n0 for i in rows)))
+        offset = rest_at
+    return segments, [where[i] for i in idx]
+
+
+def micro_batch(batch: TrainBatch, idx: list[int], packed: bool, device: torch.device,
+                share: bool = False) -> dict[str, torch.Tensor | int]:
+    """Rows `idx` as model inputs (tokens, position_ids [B, L]; cu_seqlens when packed, and
+    `segments` where rows share their prompt) and, per trained token, predict / targets [N],
+    mask / sample_logprobs [N, 1], adv [N]."""
     lengths = [len(batch.tokens[i]) for i in idx]
-    width = sum(lengths) if packed else max(lengths)
+    if packed:
+        segments, where = _layout(batch, idx, share)
+        width = segments[-1][0] + segments[-1][1] + sum(segments[-1][2])
+    else:
+        segments, width = [], max(lengths)
+        where = [r * width + np.arange(n) for r, n in enumerate(lengths)]
     rows = 1 if packed else len(idx)
-    tokens = np.zeros((rows, width), np.int64)
-    positions = np.zeros((rows, width), np.int64)
-    predict, mask, slp, adv = [], [], [], []
-    offset = 0
-    for r, (i, n) in enumerate(zip(idx, lengths)):
-        row, start = (0, offset) if packed else (r, 0)
-        tokens[row, start:start + n] = batch.tokens[i]
-        positions[row, start:start + n] = np.arange(n)
+    tokens = np.zeros(rows * width, np.int64)
+    positions = np.zeros(rows * width, np.int64)
+    predict, targets, mask, slp, adv = [], [], [], [], []
+    for i, n, at_flat in zip(idx, lengths, where):
+        tokens[at_flat] = batch.tokens[i]
+        positions[at_flat] = np.arange(n)
         weights = np.asarray(batch.loss_mask[i][1:], np.float32)
         at = np.flatnonzero(weights)  # position p predicts token p + 1
-        predict.append(row * width + start + at)
+        predict.append(at_flat[at])
+        targets.append(np.asarray(batch.tokens[i], np.int64)[at + 1])
         mask.append(weights[at])
         slp.append(np.zeros(len(at), np.float32) if batch.sample_logprobs is None
                    else np.asarray(batch.sample_logprobs[i][1:], np.float32)[at])
         adv.append(np.full(len(at), 0.0 if batch.advantages is None else batch.advantages[i], np.float32))
-        offset += n
-    flat = np.concatenate(predict)
-    out = {"tokens": torch.from_numpy(tokens), "position_ids": torch.from_numpy(positions),
-           "predict": torch.from_numpy(flat), "targets": torch.from_numpy(tokens.reshape(-1)[flat + 1]),
+    out = {"tokens": torch.from_numpy(tokens.reshape(rows, width)),
+           "position_ids": torch.from_numpy(positions.reshape(rows, width)),
+           "predict": torch.from_numpy(np.concatenate(predict)), "targets": torch.from_numpy(np.concatenate(targets)),
            "mask": torch.from_numpy(np.concatenate(mask)).unsqueeze(-1),
            "sample_logprobs": torch.from_numpy(np.concatenate(slp)).unsqueeze(-1),
            "adv": torch.from_numpy(np.concatenate(adv))}
     if packed:
-        out["cu_seqlens"] = torch.tensor(np.cumsum([0, *lengths]), dtype=torch.int32)
+        bounds = [start for start, _, _ in segments] + [width]
+        out["cu_seqlens"] = torch.tensor(bounds, dtype=torch.int32)
     out = {k: v.to(device) for k, v in out.items()}
     out["max_seqlen"] = max(lengths)
+    if any(rests for _, _, rests in segments):
+        out["segments"] = tuple(segments)
     return out
 
 
@@ -111,4 +217,5 @@ def empty_micro_batch(device: torch.device) -> dict[str, torch.Tensor | int]:
 def policy_inputs(mb: dict[str, torch.Tensor | int]) -> dict[str, torch.Tensor | int | None]:
     """The arguments of `Policy.forward` in a micro-batch (all but the temperature)."""
     return {"tokens": mb["tokens"], "position_ids": mb["position_ids"], "predict": mb["predict"],
-            "targets": mb["targets"], "cu_seqlens": mb.get("cu_seqlens"), "max_seqlen": mb["max_seqlen"]}
+            "targets": mb["targets"], "cu_seqlens": mb.get("cu_seqlens"), "max_seqlen": mb["max_seqlen"],
+            "segments": mb.get("segments")}

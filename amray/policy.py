@@ -12,6 +12,10 @@ reads, and nothing bigger than it has to.
   boundary: flash-attn's varlen kernel on a GPU where it is installed, else `sdpa_varlen`: on a
   GPU in bfloat16 PyTorch's own varlen flash kernel (`torch.nn.attention.varlen`, PyTorch >= 2.10),
   elsewhere SDPA run sequence by sequence (exact; no FLOPs spent on a block-diagonal mask).
+- Shared prompts: a packed segment may be one prompt followed by the rests of the rows that share
+  it (`segments`, amray/microbatch.py); `sdpa_varlen` runs the prompt causally, then each rest
+  against the prompt's keys and its own, lower-right causal, so nothing is computed once per
+  sample that is the same for all of a group's samples.
 - bfloat16 compute where the hardware has it (`trainer.dtype=auto`); the parameters FSDP holds,
   the gradient reduction and the optimizer state stay float32.
 """
@@ -56,15 +60,19 @@ def attention_implementation(device: torch.device) -> str:
 def sdpa_varlen(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                 sliding_window: int | None = None, cu_seq_lens_q: torch.Tensor | None = None,
-                max_length_q: int = 0, **kwargs: object) -> tuple[torch.Tensor, None]:
+                max_length_q: int = 0, amray_segments: tuple | None = None,
+                **kwargs: object) -> tuple[torch.Tensor, None]:
     """Causal SDPA within each packed sequence of [1, heads, L, d] (bounds `cu_seq_lens_q`, the
     name flash-attn's varlen path reads too). Without bounds every row is one sequence: exact for
-    right-padded rows, whose real tokens never look right. Returns [B, L, heads, d]."""
+    right-padded rows, whose real tokens never look right. `amray_segments` (start, prompt
+    length, rest lengths): shared-prompt segments (`shared_prompt_attention`). Returns [B, L, heads, d]."""
     if sliding_window is not None:
         raise NotImplementedError(f"{type(module).__name__}: sliding-window attention is not supported by "
                                   "amray's packed SDPA; use a model without it or flash-attn on a GPU")
     if attention_mask is not None:
         raise ValueError("sdpa_varlen takes no attention mask: rows are packed or right-padded")
+    if amray_segments is not None:
+        return shared_prompt_attention(query, key, value, amray_segments, dropout, scaling), None
     if (cu_seq_lens_q is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
             and not dropout and torch_varlen() is not None):
         return torch_varlen()(query, key, value, cu_seq_lens_q, max_length_q, scaling), None
@@ -74,6 +82,31 @@ def sdpa_varlen(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
             for a, b in pairwise(bounds)]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def shared_prompt_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segments: tuple,
+                            dropout: float = 0.0, scaling: float | None = None) -> torch.Tensor:
+    """Attention over packed [1, heads, L, d] laid out as segments (start, n, rests): positions
+    start..start+n causal among themselves (a prompt, or a row alone when `rests` is empty), then
+    each rest in turn: its queries see all n prompt keys and their own rest's keys up to
+    themselves (a lower-right causal mask over [prompt, rest]); rests never see each other.
+    Returns [1, L, heads, d]."""
+    def sdpa(q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                              is_causal=mask is None, enable_gqa=True)
+
+    outs = []
+    for start, n, rests in segments:
+        k0, v0 = key[:, :, start:start + n], value[:, :, start:start + n]
+        outs.append(sdpa(query[:, :, start:start + n], k0, v0))
+        at = start + n
+        for r in rests:
+            if r:
+                mask = torch.ones(r, n + r, dtype=torch.bool, device=query.device).tril(n)
+                outs.append(sdpa(query[:, :, at:at + r], torch.cat([k0, key[:, :, at:at + r]], 2),
+                                 torch.cat([v0, value[:, :, at:at + r]], 2), mask))
+            at += r
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
 
 
 @functools.cache
@@ -122,7 +155,8 @@ def chunked_token_logprobs(hidden: torch.Tensor, head: torch.nn.Module, targets:
 
 
 def _logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, temperature: float) -> torch.Tensor:
-    logits = head(hidden).float()
+    logits = head(hidden)
+    logits = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits  # float64 stays
     if temperature != 1.0:
         logits = logits / temperature
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
@@ -144,13 +178,19 @@ class Policy(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor, predict: torch.Tensor,
                 targets: torch.Tensor, temperature: float = 1.0, cu_seqlens: torch.Tensor | None = None,
-                max_seqlen: int = 0) -> torch.Tensor:
+                max_seqlen: int = 0, segments: tuple | None = None) -> torch.Tensor:
         """tokens, position_ids [B, L]; `predict` [N]: flat indices into B*L of the positions whose
-        next token `targets` [N] is scored -> logprobs [N] (float32)."""
+        next token `targets` [N] is scored -> logprobs [N] (float32). `segments`: shared-prompt
+        layout of a packed row (amray/microbatch.py), for amray's SDPA attention only."""
         varlen = {}
         if cu_seqlens is not None:  # packed: flash-attn's varlen kwargs; sdpa_varlen reads cu_seq_lens_q
             varlen = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens,
                       "max_length_q": max_seqlen, "max_length_k": max_seqlen}
+        if segments is not None:
+            if self.lm.config._attn_implementation != SDPA_VARLEN:
+                raise ValueError(f"shared-prompt rows need {SDPA_VARLEN} attention, not "
+                                 f"{self.lm.config._attn_implementation} (trainer.share_prompts=false)")
+            varlen["amray_segments"] = segments
         out = self.lm.get_decoder()(input_ids=tokens, position_ids=position_ids, use_cache=False, **varlen)
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]).index_select(0, predict)
         return chunked_token_logprobs(hidden, self.lm.get_output_embeddings(), targets, temperature,

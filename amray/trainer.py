@@ -101,6 +101,7 @@ class Update:
         self.groups: list[Group] = []
         self.advantages: dict[str, np.ndarray] = {}
         self.buffered: list[Group] = []
+        self.buffered_tokens = 0
         self.refs: list[ray.ObjectRef] = []
         self.flush_tokens = cfg.trainer.micro_batch_tokens * cfg.trainer.num_workers
         self.t_first: float | None = None
@@ -114,15 +115,16 @@ class Update:
         self.groups.append(group)
         if self.streamed:
             self.buffered.append(group)
-            if sum(len(group.prompt.token_ids) + len(s.token_ids) for b in self.buffered for s in b.samples) \
-                    >= self.flush_tokens:
+            prompts = 1 if self.learners.share_prompts else len(group.samples)  # copies the learners compute
+            self.buffered_tokens += prompts * len(group.prompt.token_ids) + int(group.response_lengths.sum())
+            if self.buffered_tokens >= self.flush_tokens:
                 self._flush()
 
     def _flush(self) -> None:
         if self.buffered:
             self.t_first = self.t_first or time.perf_counter()
             self.refs += self.learners.accumulate(Rollout(self.buffered).train_batch(self.advantages), self.loss)
-            self.buffered = []
+            self.buffered, self.buffered_tokens = [], 0
 
     def finish(self, rollouts: RolloutStream) -> dict[str, float]:
         """The optimizer step (after the rest of the rows); other launched rollouts keep going."""

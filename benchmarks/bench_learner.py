@@ -2,15 +2,17 @@
 update on 16 prompts x 8 samples (prompts 60-110 tokens, responses 40-256 with 30% cut at 256:
 about 30% prompt tokens).
 
-    .venv/bin/python benchmarks/bench_learner.py [--variants before,padded,after] [--mismatch] [--output OUT.json]
+    .venv/bin/python benchmarks/bench_learner.py [--variants before,fp32,padded,rows,after] [--mismatch] [--output OUT.json]
 
 Variants (each a fresh learner group, one warm-up update on 16 rows, then one timed update):
   before   the learner before this work (benchmarks/baseline_learner.py): fp32, padded rows,
            logits at every position; micro_batch_tokens 2048 (4096 was OOM-killed at ~8 GB/rank)
   fp32     today's learner in float32 (packed, logits at trained positions only)
   padded   configs/smollm2_cpu.yaml's trainer with trainer.packing=false
-  after    configs/smollm2_cpu.yaml's trainer (trainer.dtype=auto: bf16 on a CPU with AVX512-BF16)
-Reports learner tokens/s (all tokens, and trained tokens), seconds, peak RSS per rank (worst).
+  rows     configs/smollm2_cpu.yaml's trainer with trainer.share_prompts=false (each row its own prompt)
+  after    configs/smollm2_cpu.yaml's trainer (trainer.dtype=auto: bf16 on a CPU with AVX512-BF16;
+           packed, each group's prompt once per micro-batch)
+Reports learner tokens/s (all the rows' tokens, prompts counted once per row as in TRL; and trained tokens), seconds, peak RSS per rank (worst).
 `--mismatch`: mean |learner - vLLM| logprob over a worked GSM8K-style answer, vLLM in float32,
 the learner in float32 and in its configured dtype.
 """
@@ -36,6 +38,7 @@ from amray.config import load_config  # noqa: E402
 from amray.grpo import GRPOLoss  # noqa: E402
 from amray.learner import LearnerGroup  # noqa: E402
 from amray.memory import peak_rss_bytes, reset_peak_rss  # noqa: E402
+from amray.microbatch import balance  # noqa: E402
 from amray.models import resolve_model  # noqa: E402
 from workloads import grpo_batch  # noqa: E402
 
@@ -58,7 +61,7 @@ class Baseline:
         ray.get([r.setup.remote(addr, port) for r in self.ranks])
 
     def step(self, batch: TrainBatch, loss: GRPOLoss) -> int:
-        shards = LearnerGroup.shards(self, batch)
+        shards = [batch.select(p) for p in balance([len(t) for t in batch.tokens], len(self.ranks))]
         return max(r["peak_rss"] for r in ray.get([a.train_step.remote(s, loss) for a, s in zip(self.ranks, shards)]))
 
     def shutdown(self) -> None:
@@ -83,6 +86,7 @@ VARIANTS = {
     "before": lambda d: Baseline(d, 2, 2048),
     "fp32": lambda d: Current(d, ["trainer.dtype=float32"]),
     "padded": lambda d: Current(d, ["trainer.packing=false"]),
+    "rows": lambda d: Current(d, ["trainer.share_prompts=false"]),
     "after": lambda d: Current(d, []),
 }
 
@@ -131,7 +135,7 @@ def mismatch(model_dir: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="before,fp32,padded,after")
+    ap.add_argument("--variants", default="before,fp32,padded,rows,after")
     ap.add_argument("--mismatch", action="store_true")
     ap.add_argument("--output", default="")
     args = ap.parse_args()

@@ -191,3 +191,92 @@ def test_torch_varlen_wrapper_lays_out_packed_heads_like_per_sequence_sdpa(monke
         torch.testing.assert_close(got, want)
     finally:
         policy_mod.torch_varlen.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def groups():
+    """GRPO-like rows: three prompts with 4, 3 and 2 samples (one of them 1 token), a prompt
+    with one sample, and an SFT-like row whose loss mask has a gap; rows of a group interleaved
+    with other groups' rows, as a rank may receive them."""
+    rng = np.random.default_rng(1)
+    rows, masks = [], []
+    for p_len, rests in [(9, [6, 13, 1, 8]), (17, [4, 20, 11]), (5, [30, 2]), (12, [7])]:
+        prompt = rng.integers(3, 300, p_len)
+        for r in rests:
+            rows.append(np.r_[prompt, rng.integers(3, 300, r)])
+            masks.append(np.r_[np.zeros(p_len), np.ones(r)].astype(np.float32))
+    rows.append(rng.integers(3, 300, 25))
+    masks.append(np.r_[np.zeros(6), np.ones(5), np.zeros(4), np.ones(10)].astype(np.float32))
+    order = rng.permutation(len(rows))
+    return TrainBatch([rows[i] for i in order], [masks[i] for i in order],
+                      rng.normal(size=len(rows)).astype(np.float32))
+
+
+def test_shared_prompt_rows_give_each_rows_logprobs_and_gradients(model_dir, groups):
+    """Each prompt laid out once with its samples' responses after it (attention: the prompt to
+    itself, each response to the prompt and its own past) must give the logprobs and gradients of
+    the rows one by one. In float64 (the model's norms still round through float32, so gradients
+    summed over a shared prompt once instead of per row differ in float32's last digits); a wrong
+    mask, position or target moves logprobs by orders of magnitude more."""
+    rows = list(range(len(groups)))
+    shared = micro_batch(groups, rows, True, torch.device("cpu"), share=True)
+    alone = micro_batch(groups, rows, True, torch.device("cpu"))
+    total = sum(len(t) for t in groups.tokens)
+    assert alone["tokens"].shape == (1, total) and "segments" not in alone
+    # 4 + 3 + 2 samples share 3 prompts of 9, 17 and 5 tokens: 3*9 + 2*17 + 5 tokens fewer
+    assert shared["tokens"].shape == (1, total - (3 * 9 + 2 * 17 + 5))
+    assert sorted(len(rests) for _, _, rests in shared["segments"]) == [0, 0, 2, 3, 4]
+    assert torch.equal(shared["targets"], alone["targets"]) and torch.equal(shared["adv"], alone["adv"])
+    results = []
+    for mb in (alone, shared):
+        policy = Policy(load(model_dir, SDPA_VARLEN).double(), logprob_chunk=7)
+        logp = policy(**policy_inputs(mb))
+        (logp * mb["adv"].double()).sum().backward()
+        results.append((logp.detach(), {n: p.grad for n, p in policy.lm.named_parameters()}))
+    (logp_alone, grads_alone), (logp_shared, grads_shared) = results
+    torch.testing.assert_close(logp_shared, logp_alone, atol=1e-6, rtol=0)
+    for name, g in grads_alone.items():
+        torch.testing.assert_close(grads_shared[name], g, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_a_response_never_sees_another_samples_tokens(model_dir, groups):
+    """Changing one sample's response tokens moves only that sample's logprobs (and none of the
+    prompt's): the shared layout must not let responses attend across each other."""
+    rows = list(range(len(groups)))
+    policy = Policy(load(model_dir, SDPA_VARLEN).double(), logprob_chunk=64)
+    prompt_of = [int(np.flatnonzero(m)[0]) for m in groups.loss_mask]
+    victim = next(i for i in rows if len(groups.tokens[i]) - prompt_of[i] == 20)
+    changed = TrainBatch([t.copy() for t in groups.tokens], groups.loss_mask, groups.advantages)
+    changed.tokens[victim][prompt_of[victim] + 3:] = 1
+    before, after = (policy(**policy_inputs(micro_batch(b, rows, True, torch.device("cpu"), share=True)))
+                     .detach() for b in (groups, changed))
+    owner = np.concatenate([np.full(int((m[1:] != 0).sum()), i) for i, m in zip(rows, groups.loss_mask)])
+    moved = set(owner[(before - after).abs().numpy() > 1e-12].tolist())
+    assert moved == {victim}
+
+
+def test_shared_prompt_plans_keep_a_prompts_rows_together():
+    """The plans cost a row sharing a prompt only its response where the prompt is already there:
+    micro-batches of a group fit more rows, and ranks split groups rather than scatter prompts."""
+    from amray.microbatch import balance, pack_plan, prefixes
+
+    prompts = [np.arange(40) + 10 * g for g in range(4)]
+    tokens = [np.r_[p, np.arange(10 + 3 * s)] for p in prompts for s in range(4)]
+    masks = [np.r_[np.zeros(40), np.ones(len(t) - 40)].astype(np.float32) for t in tokens]
+    batch = TrainBatch(tokens, masks)
+    lengths = [len(t) for t in tokens]
+    shared = prefixes(batch)
+    assert shared[0] == shared[3] != shared[4] and shared[0][0] == 40
+
+    def cost(mb):  # tokens of a micro-batch laid out with shared prompts
+        return sum(40 + sum(lengths[i] - 40 for i in mb if i // 4 == g) for g in {i // 4 for i in mb})
+
+    plan = pack_plan(lengths, 200, shared)
+    assert sorted(i for mb in plan for i in mb) == list(range(16))
+    assert all(cost(mb) <= 200 for mb in plan)
+    assert len(plan) == 2 < len(pack_plan(lengths, 200)) == 5  # two whole groups (98 tokens each) per micro-batch
+    parts = balance(lengths, 2, shared)
+    assert sorted(parts[0] + parts[1]) == list(range(16))
+    assert all({i // 4 for i in part} == {0, 1, 2, 3} for part in parts)  # each rank holds half of each group
+    assert abs(cost(parts[0]) - cost(parts[1])) <= max(lengths)
+    assert balance(lengths, 2) == [sorted(p, key=lambda i: -lengths[i]) for p in balance(lengths, 2)]

@@ -63,17 +63,23 @@ def packed_weights(learners: LearnerGroup) -> np.ndarray:
 
 
 def test_streamed_update_equals_the_batched_update(model_dir: str) -> None:
+    """Also: the batched update with each group's prompt laid out once per micro-batch
+    (trainer.share_prompts, the default) equals the same update on the rows one by one."""
     cfg = config("trainer.micro_batch_tokens=64")  # several micro-batches per call
     init_ray(cfg)
     rollout = synthetic_rollout(0)
     advantages = rollout_advantages(rollout)
     loss = GRPOLoss(temperature=1.0)
     batched, streamed = LearnerGroup(model_dir, cfg.trainer), LearnerGroup(model_dir, cfg.trainer)
+    rows = LearnerGroup(model_dir, config("trainer.micro_batch_tokens=64", "trainer.share_prompts=false").trainer)
     try:
-        for lg in (batched, streamed):
+        assert batched.share_prompts and not rows.share_prompts
+        for lg in (batched, streamed, rows):
             lg.configure(1e-2, 10)
         start = packed_weights(batched)
         whole = batched.train_step(rollout.train_batch(advantages), loss)
+        one_by_one = rows.train_step(rollout.train_batch(advantages), loss)
+        moved_rows = packed_weights(rows) - start
         streamed.begin_update()
         refs = [r for g in rollout.groups for r in streamed.accumulate(Rollout([g]).train_batch(advantages), loss)]
         parts = streamed.finish_update()
@@ -86,9 +92,13 @@ def test_streamed_update_equals_the_batched_update(model_dir: str) -> None:
         assert parts["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-4)  # scale: the token-mean is exact
         assert parts["tokens"] == whole["tokens"] == rollout.train_batch(advantages).trained_tokens
         assert parts["loss"] == pytest.approx(whole["loss"], rel=1e-4, abs=1e-7)
+        assert np.linalg.norm(moved_rows - moved_batched) < 1e-3 * np.linalg.norm(moved_batched)
+        assert one_by_one["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-4)
+        assert one_by_one["loss"] == pytest.approx(whole["loss"], rel=1e-4, abs=1e-7)
     finally:
         batched.shutdown()
         streamed.shutdown()
+        rows.shutdown()
 
 
 def test_the_asynchronous_loss_is_the_on_policy_loss_when_the_behaviour_policy_is_current() -> None:
