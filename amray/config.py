@@ -106,7 +106,7 @@ class TrainerConfig:
     """With packing: rows that repeat the same prompt (a GRPO group's samples) are laid out as the
     prompt once, then each response, which sees the prompt and its own past only; the same
     logprobs and gradients with the prompt computed once per micro-batch, not once per sample.
-    Needs amray's SDPA attention (off under flash-attn, which runs rows one by one)."""
+    CPU learners only: a GPU's varlen attention kernel keeps rows one by one."""
     logprob_chunk_tokens: PositiveInt = 1024
     """Positions projected onto the vocabulary at once: bounds the [chunk, vocab] float32 logits."""
     gradient_checkpointing: bool = False

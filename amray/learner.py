@@ -49,6 +49,14 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def shares_prompts(cfg: TrainerConfig, attention: str, device: torch.device) -> bool:
+    """`trainer.share_prompts` where it runs: packed rows under amray's SDPA attention, on a CPU.
+    On a GPU, PyTorch's varlen flash kernel runs a whole packed micro-batch in one call, and the
+    shared layout would fall back to one SDPA call per response (kernel-launch bound: 8x slower
+    per sequence there); flash-attn keeps rows one by one too."""
+    return cfg.packing and cfg.share_prompts and attention == SDPA_VARLEN and device.type == "cpu"
+
+
 @ray.remote
 class LearnerRank:
     def __init__(self, rank: int, world_size: int, model_dir: str, cfg: TrainerConfig, reference: bool) -> None:
@@ -78,7 +86,7 @@ class LearnerRank:
         dtype = compute_dtype(self.cfg.dtype, self.device)
         self.compute_dtype = str(dtype).removeprefix("torch.")
         attention = attention_implementation(self.device)
-        self.share_prompts = self.cfg.packing and self.cfg.share_prompts and attention == SDPA_VARLEN
+        self.share_prompts = shares_prompts(self.cfg, attention, self.device)
 
         def build(trainable: bool) -> Policy:
             return build_policy(self.model_dir, self.device, dtype, attention, self.cfg.logprob_chunk_tokens,

@@ -189,7 +189,7 @@ class Policy(torch.nn.Module):
         if segments is not None:
             if self.lm.config._attn_implementation != SDPA_VARLEN:
                 raise ValueError(f"shared-prompt rows need {SDPA_VARLEN} attention, not "
-                                 f"{self.lm.config._attn_implementation} (trainer.share_prompts=false)")
+                                 f"{self.lm.config._attn_implementation}")
             varlen["amray_segments"] = segments
         out = self.lm.get_decoder()(input_ids=tokens, position_ids=position_ids, use_cache=False, **varlen)
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]).index_select(0, predict)

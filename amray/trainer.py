@@ -92,9 +92,11 @@ class GRPO:
 
 class Update:
     """One optimizer update. Streamed: each group's rows go to the learners as soon as it is
-    scored (a micro-batch per rank's worth at a time), gradients accumulating while other groups
-    still generate; the step itself waits for the last group. The token-mean stays exact: ranks
-    add up the gradient of the summed loss and divide once by the global token count."""
+    scored, gradients accumulating while other groups still generate; the step itself waits for
+    the last group. Groups go at once while the learners are idle, and are gathered up to a
+    micro-batch per rank while they are busy (bigger micro-batches, fewer calls). The token-mean
+    stays exact: ranks add up the gradient of the summed loss and divide once by the global token
+    count."""
 
     def __init__(self, learners, loss: GRPOLoss, cfg: Config, streamed: bool) -> None:
         self.learners, self.loss, self.cfg, self.streamed = learners, loss, cfg, streamed
@@ -117,8 +119,12 @@ class Update:
             self.buffered.append(group)
             prompts = 1 if self.learners.share_prompts else len(group.samples)  # copies the learners compute
             self.buffered_tokens += prompts * len(group.prompt.token_ids) + int(group.response_lengths.sum())
-            if self.buffered_tokens >= self.flush_tokens:
+            if self.buffered_tokens >= self.flush_tokens or self._learners_idle():
                 self._flush()
+
+    def _learners_idle(self) -> bool:
+        """Every row sent so far has been trained on (no rank has work queued)."""
+        return not self.refs or len(ray.wait(self.refs, num_returns=len(self.refs), timeout=0)[0]) == len(self.refs)
 
     def _flush(self) -> None:
         if self.buffered:

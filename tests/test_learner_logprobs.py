@@ -280,3 +280,17 @@ def test_shared_prompt_plans_keep_a_prompts_rows_together():
     assert all({i // 4 for i in part} == {0, 1, 2, 3} for part in parts)  # each rank holds half of each group
     assert abs(cost(parts[0]) - cost(parts[1])) <= max(lengths)
     assert balance(lengths, 2) == [sorted(p, key=lambda i: -lengths[i]) for p in balance(lengths, 2)]
+
+
+def test_prompts_are_shared_only_where_the_layout_runs_well():
+    """CPU + amray's packed SDPA: shared. A GPU (its varlen kernel runs whole micro-batches at
+    once), flash-attn, padded rows or the key turned off: rows one by one."""
+    from amray.config import TrainerConfig
+    from amray.learner import shares_prompts
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert shares_prompts(TrainerConfig(), SDPA_VARLEN, cpu)
+    assert not shares_prompts(TrainerConfig(), SDPA_VARLEN, gpu)
+    assert not shares_prompts(TrainerConfig(), "flash_attention_2", cpu)
+    assert not shares_prompts(TrainerConfig(packing=False), SDPA_VARLEN, cpu)
+    assert not shares_prompts(TrainerConfig(share_prompts=False), SDPA_VARLEN, cpu)

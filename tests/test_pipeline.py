@@ -4,6 +4,7 @@ reward favours (with no KL term to move the weights on its own)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,43 @@ def test_async_mode_keeps_every_sample_within_its_staleness(cluster, model_dir) 
         assert m["async/staleness_max"] <= 1 and m["mode/max_staleness"] == 1
         assert 0.0 <= m["async/is_clipped_frac"] <= 1.0 and m["rollout/samples"] == 64
     assert max(ages) == 1 and min(ages) == 0  # the next step's samples were generated during training
+
+
+def test_a_streamed_update_sends_groups_at_once_to_idle_learners_and_gathers_them_while_busy() -> None:
+    """The first scored group goes to the learners at once, though far below a micro-batch; the
+    groups scored while they are busy wait and go together once they are free."""
+    from amray.trainer import Update
+
+    init_ray(config())
+
+    @ray.remote
+    def busy(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    class Learners:
+        share_prompts = True
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []  # rows sent by each accumulate call
+            self.seconds = 0.0
+
+        def begin_update(self) -> None:
+            pass
+
+        def accumulate(self, batch, loss) -> list:
+            self.calls.append(len(batch))
+            return [busy.remote(self.seconds)]
+
+    learners = Learners()
+    update = Update(learners, GRPOLoss(), config("trainer.micro_batch_tokens=100000"), streamed=True)
+    groups = synthetic_rollout(1).groups
+    learners.seconds = 2.0
+    update.add(groups[0])  # idle learners: sent alone
+    update.add(groups[1])  # busy (2 s): kept
+    update.add(groups[2])
+    assert learners.calls == [4] and len(update.buffered) == 2
+    ray.get(update.refs)
+    learners.seconds = 0.0
+    update.add(groups[3])  # free again: the three waiting groups go together
+    assert learners.calls == [4, 12] and not update.buffered
