@@ -5,6 +5,7 @@ Public protocol of a rank (the group calls every rank with the same method):
     train_step(batch, loss)                     -> metrics  one optimizer update (grad accumulation inside)
     begin_update(), accumulate(batch, loss), finish_update() -> metrics   the same, streamed in parts
     pack_weights()                              -> PackedWeights on rank 0, None elsewhere
+    pack_shard()                                -> PackedWeights: this rank's rows only (no collective)
     init_weight_transfer(...), send_weights()               the GPU weight-sync sender (amray/weight_sync)
     sequence_logprobs(token_ids, start, temperature) -> np.ndarray
     save(path)
@@ -39,7 +40,7 @@ from amray.memory import SavedActivations, peak_rss_bytes, reset_peak_rss, state
 from amray.microbatch import balance, empty_micro_batch, micro_batch, micro_batches, policy_inputs, prefixes
 from amray.policy import SDPA_VARLEN, Policy, attention_implementation, compute_dtype
 from amray.sharded_init import build_policy
-from amray.weight_sync.packing import PackedWeights, pack_weights
+from amray.weight_sync.packing import PackedWeights, pack_shard, pack_weights
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -180,6 +181,29 @@ class LearnerRank:
         sd = self.model.full_state_dict()
         return pack_weights(list(sd.items())) if self.rank == 0 else None
 
+    def pack_shard(self) -> PackedWeights:
+        """This rank's own rows of every weight (FSDP2 dim-0 shards), packed with no collective:
+        every rank packs at once and the engines assemble the parts (`packing.assemble`). A tied
+        LM head goes too: vLLM's CPU backend keeps a repacked copy of it that the embedding's
+        reload does not refresh."""
+        from torch.distributed.tensor import DTensor, Shard
+
+        from amray.sharded_init import shard_rows
+
+        named = []
+        for name, t in self.model.lm.state_dict().items():
+            local = t.to_local() if isinstance(t, DTensor) else t
+            if isinstance(t, DTensor):
+                if tuple(t.placements) != (Shard(0),):
+                    raise ValueError(f"{name}: placements {t.placements}; the object-store sync packs dim-0 shards")
+                start, stop = shard_rows(t.shape[0], self.rank, self.world_size)
+            elif self.rank == 0:  # not sharded: whole, from rank 0
+                start, stop = 0, (t.shape[0] if t.dim() else 1)
+            else:
+                continue
+            named.append((name, list(t.shape), start, stop, local.detach().cpu()))
+        return pack_shard(named)
+
     def init_weight_transfer(self, backend: str, engines: list, master_addr: str, master_port: int,
                              engine_ranks: int) -> None:
         import importlib
@@ -277,6 +301,10 @@ class LearnerGroup:
     def pack_weights(self) -> list[ray.ObjectRef]:
         """Every rank joins the gather; the first ref (rank 0's) holds the packed weights."""
         return fan_out(self.ranks, "pack_weights")
+
+    def pack_shards(self) -> list[ray.ObjectRef]:
+        """Each rank's own rows, packed in parallel (no gather): together, the whole state dict."""
+        return fan_out(self.ranks, "pack_shard")
 
     def init_weight_transfer(self, backend: str, engines: list, engine_ranks: int) -> list[ray.ObjectRef]:
         addr, port = ray.get(self.ranks[0].address.remote())

@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/bench_weight_sync.py [--sizes tiny,small,medium] [--repeats 3]
 
 For each model size: 2 FSDP2 learner ranks (gloo) and 1 vLLM engine; `Cluster.sync_weights()`
-= gather the full state dict on rank 0, pack it into one buffer, put it in Ray's object store,
-hand it to vLLM's worker through a memfd, reload it in place in the engine (CPU backend). Reported: seconds per sync, effective GB/s
-(model bytes / sync seconds), and memcpy GB/s of a buffer the same size (the floor a sync that
-copies the weights a few times can approach).
+= each rank packs its own rows of every weight into a buffer in Ray's object store (no gather),
+the engine assembles the parts into a memfd its vLLM worker maps, and reloads in place (CPU
+backend). Reported: seconds per sync, of which the ranks' packing (`gather_pack_s`), effective
+GB/s (model bytes / sync seconds), and memcpy GB/s of a buffer the same size (the floor a sync
+that copies the weights a few times can approach).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from amray.grpo import GRPOLoss
 from amray.learner import LearnerGroup
 from amray.models import build_tiny_model
 from amray.plan import ModelShape
+from amray.weight_sync.packing import assemble, layout
 
 SEQUENCE = [7, 31, 200, 5, 99, 42, 42, 8, 150, 3, 61, 17]
 
@@ -67,6 +68,21 @@ def test_ranks_read_only_their_rows_and_hold_exactly_the_checkpoint(model_dir):
             n = checkpoint[name].numel() * 4
             got = torch.frombuffer(bytearray(packed.buffer[offset:offset + n]), dtype=torch.float32).view(shape)
             assert torch.equal(got, checkpoint[name]), name
+
+        # the weight sync's parts: each rank packs only its rows (MLP rows split 161/160), and
+        # assembled they are the gathered state dict, byte for byte; a damaged or missing part is caught
+        parts = ray.get(learners.pack_shards())
+        meta = layout(parts)
+        whole = np.empty(meta["nbytes"], np.uint8)
+        assert assemble(meta, parts, whole)
+        assert meta["names"] == packed.names and meta["shapes"] == packed.shapes
+        assert np.array_equal(whole, packed.buffer)
+        assert all(abs(p.nbytes - packed.nbytes / 2) < 0.01 * packed.nbytes for p in parts)
+        parts[1].buffer = parts[1].buffer.copy()
+        parts[1].buffer[-3] ^= 1
+        assert not assemble(meta, parts, whole)
+        with pytest.raises(ValueError, match="every row once"):
+            assemble(meta, parts[:1], whole)
 
         # rotary buffers (not in the file), the untied head and the attention all as in transformers
         np.testing.assert_allclose(learners.sequence_logprobs(SEQUENCE, 1), expected_logprobs(model_dir), atol=1e-5)

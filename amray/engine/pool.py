@@ -290,19 +290,20 @@ class EnginePool:
         slot.pending = None
         loaded = result[0] if isinstance(result, tuple) else result.get("weight_version", 0)
         if self._weights is not None and loaded != self.version:  # started, or loaded an older sync
-            slot.state, slot.pending = "loading", slot.actor.load_weights.remote(self._weights, self.version)
+            slot.state, slot.pending = "loading", slot.actor.load_weights.remote(self.version, *self._weights)
             return
         slot.state = "ready"
 
     # --- weights ------------------------------------------------------------------------------
 
-    def load_weights(self, packed_ref: ray.ObjectRef, version: int, wait) -> None:
-        """Object-store sync: every ready engine reloads from the same object (one copy per node);
+    def load_weights(self, parts: list[ray.ObjectRef], version: int, wait) -> None:
+        """Object-store sync: every ready engine reloads from the same objects (the learner ranks'
+        packed parts, one copy per node);
         `wait(refs, what)` bounds it (the transfer's deadline). An engine that dies or fails the
         hash check is replaced; the replacement loads these weights before it serves."""
         ready = [i for i, s in enumerate(self.slots) if s.state == "ready"]
-        refs = [self.slots[i].actor.load_weights.remote(packed_ref, version) for i in ready]
-        self.version, self._weights = version, packed_ref
+        refs = [self.slots[i].actor.load_weights.remote(version, *parts) for i in ready]
+        self.version, self._weights = version, list(parts)
         wait(refs, f"weight sync to version {version}", fetch=False)
         hashes = set()
         for i, ref in zip(ready, refs):

@@ -6,9 +6,9 @@ file per backend, the deadline in one place.
     transfer.close()
 
 Backends (each file holds the learner side, the engine side and the driver side of its backend):
-- `object_store` (object_store.py; CPU, or any machine): learner rank 0 gathers the full state dict
-  and packs it into one buffer in Ray's object store; each engine copies it into a memfd its vLLM
-  worker maps, and reloads in place.
+- `object_store` (object_store.py; CPU, or any machine): every learner rank packs its own rows of
+  each weight into a buffer in Ray's object store (no gather); each engine assembles the parts
+  into a memfd its vLLM worker maps, and reloads in place.
 - `nccl` (nccl.py) / `ipc` (ipc.py; GPU): vLLM's own weight-transfer engines
   (`vllm.distributed.weight_transfer`); learner rank 0 broadcasts straight into the engines' GPUs.
 The driver never branches on the backend: it calls `send(version)`.
@@ -28,7 +28,8 @@ class WeightSyncTimeout(RuntimeError):
 
 
 class WeightTransfer(ABC):
-    """Learner -> every engine. `send(version)` returns timings (`sync_s`, `sync_gather_s`)."""
+    """Learner -> every engine. `send(version)` returns timings (`sync_s`, and `sync_gather_s`: the
+    learner side's part, gathering or packing the weights before any engine loads them)."""
 
     name = ""
 

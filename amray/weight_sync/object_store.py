@@ -1,13 +1,15 @@
 """The `object_store` weight sync (CPU, or any machine), all three sides of it:
 
-- learner: rank 0 gathers the full state dict and packs it into one buffer
-  (`LearnerRank.pack_weights`); Ray's object store holds it once per node.
-- engine (`ObjectStoreEngineSide`, mixed into the engine actor): reads the buffer (zero-copy on
-  the same node), copies it into a memfd (`WeightStage`) that its vLLM worker maps through
-  `/proc/PID/fd/FD` and reloads from in place (`WorkerExtension`). Where the worker cannot open
-  that file (another node) it falls back to vLLM's RPC channel, which serializes the buffer on
-  each of its two hops (about 4x slower).
-- driver (`ObjectStoreTransfer`): pack once, every engine loads the same object, one deadline.
+- learner: every rank packs its own FSDP2 rows of each weight into one buffer at once, with no
+  gather (`LearnerRank.pack_shard`); Ray's object store holds each part once per node.
+- engine (`ObjectStoreEngineSide`, mixed into the engine actor): reads the parts (zero-copy on
+  the same node) and assembles them into a memfd (`WeightStage`, `packing.assemble`: one copy,
+  each part's rows at their place in the full layout, every part's bytes checked against its
+  packer's hash) that its vLLM worker maps through `/proc/PID/fd/FD` and reloads from in place
+  (`WorkerExtension`). Where the worker cannot open that file (another node) it falls back to
+  vLLM's RPC channel, which serializes the buffer on each of its two hops (about 4x slower).
+- driver (`ObjectStoreTransfer`): every rank packs once, every engine loads the same objects,
+  one deadline.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import warnings
 import numpy as np
 
 from amray.weight_sync import WeightTransfer
-from amray.weight_sync.packing import PackedWeights, weights_hash
+from amray.weight_sync.packing import PackedWeights, assemble, layout, weights_hash
 
 
 class ObjectStoreTransfer(WeightTransfer):
@@ -28,12 +30,11 @@ class ObjectStoreTransfer(WeightTransfer):
 
     def send(self, version: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        gathered = self.learners.pack_weights()  # rank 0's ref holds the buffer, put once
-        self.wait(gathered, f"gathering the learner's weights for version {version}", fetch=False)
-        gather_s = time.perf_counter() - t0
-        packed = gathered[0]
-        self.engines.load_weights(packed, version, self.wait)
-        return {"sync_s": time.perf_counter() - t0, "sync_gather_s": gather_s, "weights_hash": self.engines.weights_hash}
+        parts = self.learners.pack_shards()  # each rank's own rows, put once each
+        self.wait(parts, f"packing the learner's weights for version {version}", fetch=False)
+        pack_s = time.perf_counter() - t0
+        self.engines.load_weights(parts, version, self.wait)
+        return {"sync_s": time.perf_counter() - t0, "sync_gather_s": pack_s, "weights_hash": self.engines.weights_hash}
 
 
 class WorkerExtension:
@@ -88,17 +89,19 @@ class WeightStage:
     def available() -> bool:
         return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
-    def write(self, buffer: np.ndarray) -> tuple[int, int, int]:
+    def write(self, meta: dict, parts: list[PackedWeights]) -> tuple[tuple[int, int, int], bool]:
+        """The parts assembled into the file (`packing.assemble`); where the worker finds it, and
+        whether every part arrived intact."""
         import mmap
 
-        n = int(buffer.nbytes)
+        n = int(meta["nbytes"])
         if n != self.size:  # first sync, or a model of another size
             if self.map is not None:
                 self.map.close()
             os.ftruncate(self.fd, n)
             self.map, self.size = mmap.mmap(self.fd, n), n
-        np.frombuffer(self.map, dtype=np.uint8)[:] = buffer.reshape(-1).view(np.uint8)
-        return os.getpid(), self.fd, n
+        intact = assemble(meta, parts, np.frombuffer(self.map, dtype=np.uint8))
+        return (os.getpid(), self.fd, n), intact
 
     def close(self) -> None:
         if self.map is not None:
@@ -130,13 +133,14 @@ class ObjectStoreEngineSide:
             self.stage.close()
             self.stage = None
 
-    async def load_weights(self, packed: PackedWeights, version: int) -> tuple[int, str]:
-        """Reload in place from a packed state dict (arrives through Ray's object store) and serve
-        it as `version`. The bytes the worker reads are checked against the packer's hash: on a
-        mismatch the engine refuses every request until a good sync (version -1). Requests in
-        flight (the asynchronous mode) are frozen while the weights change and then go on.
-        Returns the version and the hash of what was loaded."""
-        meta = {"names": packed.names, "dtypes": packed.dtypes, "shapes": packed.shapes, "offsets": packed.offsets}
+    async def load_weights(self, version: int, *parts: PackedWeights) -> tuple[int, str]:
+        """Reload in place from a packed state dict (whole, or the learner ranks' parts; they
+        arrive through Ray's object store) and serve it as `version`. The bytes the worker reads
+        are checked against each packer's hash: on a mismatch the engine refuses every request
+        until a good sync (version -1). Requests in flight (the asynchronous mode) are frozen
+        while the weights change and then go on. Returns the version and the hash of what was
+        loaded (of the whole state dict, as the worker reads it)."""
+        meta = layout(list(parts))
         async with self.sync_lock:
             if not self.stage_checked:
                 await self._choose_path()
@@ -144,11 +148,12 @@ class ObjectStoreEngineSide:
             if frozen:
                 await self.llm.pause_generation(mode="keep", clear_cache=False)
             try:
-                loaded = await self._reload(meta, packed)
-                if packed.hash and loaded != packed.hash:
+                loaded, intact = await self._reload(meta, list(parts))
+                if not intact:
                     self.version = -1
-                    raise RuntimeError(f"weights for version {version} arrived as {loaded}, packed as {packed.hash}: "
-                                       "this engine refuses requests until a sync succeeds")
+                    raise RuntimeError(f"weights for version {version} arrived as {loaded}, not as packed "
+                                       f"({', '.join(p.hash for p in parts)}): this engine refuses requests "
+                                       "until a sync succeeds")
                 self.version, self.weights_hash = version, loaded
             finally:
                 if frozen:
@@ -156,20 +161,25 @@ class ObjectStoreEngineSide:
             await self.llm.reset_prefix_cache()  # cached KV was computed by the old weights
         return version, loaded
 
-    async def _reload(self, meta: dict, packed: PackedWeights) -> str:
-        """Hand the buffer to the worker; the hash of the bytes the worker read."""
+    async def _reload(self, meta: dict, parts: list[PackedWeights]) -> tuple[str, bool]:
+        """Assemble the parts where the worker reads them and have it reload; the hash of the
+        bytes it read, and whether every part arrived intact."""
         if self.stage is not None:
             try:
-                where = self.stage.write(packed.buffer)
+                where, intact = self.stage.write(meta, parts)
                 loaded = weights_hash(self.stage.map)
-                await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *where))
-                return loaded
+                if intact:
+                    await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *where))
+                return loaded, intact
             except Exception as e:  # noqa: BLE001 - the worker could not map it: the channel, for good
                 warnings.warn(f"weight sync through a memory file failed ({e!r}); using vLLM's RPC channel")
                 self.stage.close()
                 self.stage = None
-        await self.llm.collective_rpc("amray_reload_weights", args=(meta, packed.buffer.data))
-        return weights_hash(packed.buffer)
+        buffer = np.empty(meta["nbytes"], dtype=np.uint8)
+        intact = assemble(meta, parts, buffer)
+        if intact:
+            await self.llm.collective_rpc("amray_reload_weights", args=(meta, buffer.data))
+        return weights_hash(buffer), intact
 
     def close_object_store_side(self) -> None:
         if self.stage is not None:
