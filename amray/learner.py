@@ -97,8 +97,8 @@ class LearnerRank:
         # Optional frozen reference for the k3 KL term (AM-Thinking uses none).
         self.ref = build(False) if self.with_reference else None
         self.configure(self.cfg.lr, 1, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
-        return {"dtype": str(dtype).removeprefix("torch."), "attention": attention,
-                "share_prompts": self.share_prompts, "checkpoint_bytes_read": self.model.checkpoint_bytes_read, "setup_peak_rss": peak_rss_bytes()}
+        return {"dtype": str(dtype).removeprefix("torch."), "attention": attention, "share_prompts": self.share_prompts,
+                "checkpoint_bytes_read": self.model.checkpoint_bytes_read, "setup_peak_rss": peak_rss_bytes()}
 
     def configure(self, lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> None:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, betas=tuple(self.cfg.betas),
@@ -277,7 +277,8 @@ class LearnerGroup:
     def shards(self, batch: TrainBatch) -> list[TrainBatch]:
         """Rows split over ranks balanced by tokens (longest first, to the lightest rank; a rank
         that already holds a row's prompt counts only its response: `microbatch.balance`)."""
-        parts = balance([len(t) for t in batch.tokens], len(self.ranks), prefixes(batch) if self.share_prompts else None)
+        parts = balance([len(t) for t in batch.tokens], len(self.ranks),
+                        prefixes(batch) if self.share_prompts else None)
         return [batch.select(p) for p in parts]
 
     def train_step(self, batch: TrainBatch, loss) -> dict[str, float]:

@@ -48,8 +48,10 @@ def prefixes(batch: TrainBatch) -> list[Prefix]:
 
 
 def _rows_by_prompt(lengths: list[int], shared: list[Prefix]) -> list[int]:
-    """Row order for the greedy plans: the rows of one prompt together, the biggest prompt's
-    rows (prompt once plus the rests) first, longest row first within a prompt."""
+    """Row order for the greedy plans: longest first; with shared prompts, the rows of one prompt
+    together, the biggest prompt's rows (prompt once plus the rests) first, longest first within."""
+    if not any(shared):
+        return sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     units: dict[object, list[int]] = defaultdict(list)
     for i, pre in enumerate(shared):
         units[pre if pre is not None else ("row", i)].append(i)
@@ -68,8 +70,7 @@ def pack_plan(lengths: list[int], token_budget: int, shared: list[Prefix] | None
     `shared` prefixes, a row costs only its rest in a micro-batch that already holds its prompt,
     and such a micro-batch is tried first."""
     shared = shared or [None] * len(lengths)
-    order = _rows_by_prompt(lengths, shared) if any(shared) else \
-        sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    order = _rows_by_prompt(lengths, shared)
     batches: list[list[int]] = []
     used: list[int] = []
     held: list[set] = []
@@ -94,8 +95,7 @@ def balance(lengths: list[int], parts: int, shared: list[Prefix] | None = None) 
     """Rows split into `parts` (learner ranks) balanced by tokens: each row, longest first, to the
     part it loads least, where a part that already holds the row's prompt pays only its rest."""
     shared = shared or [None] * len(lengths)
-    order = _rows_by_prompt(lengths, shared) if any(shared) else \
-        sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    order = _rows_by_prompt(lengths, shared)
     out: list[list[int]] = [[] for _ in range(parts)]
     load = [0] * parts
     held: list[set] = [set() for _ in range(parts)]

@@ -124,7 +124,8 @@ class Update:
 
     def _learners_idle(self) -> bool:
         """Every row sent so far has been trained on (no rank has work queued)."""
-        return not self.refs or len(ray.wait(self.refs, num_returns=len(self.refs), timeout=0)[0]) == len(self.refs)
+        done, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=0) if self.refs else ([], [])
+        return len(done) == len(self.refs)
 
     def _flush(self) -> None:
         if self.buffered:

@@ -165,12 +165,13 @@ class ObjectStoreEngineSide:
         """Assemble the parts where the worker reads them and have it reload; the hash of the
         bytes it read, and whether every part arrived intact."""
         if self.stage is not None:
+            where, intact = self.stage.write(meta, parts)
+            loaded = weights_hash(self.stage.map)
+            if not intact:
+                return loaded, False
             try:
-                where, intact = self.stage.write(meta, parts)
-                loaded = weights_hash(self.stage.map)
-                if intact:
-                    await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *where))
-                return loaded, intact
+                await self.llm.collective_rpc("amray_reload_weights_fd", args=(meta, *where))
+                return loaded, True
             except Exception as e:  # noqa: BLE001 - the worker could not map it: the channel, for good
                 warnings.warn(f"weight sync through a memory file failed ({e!r}); using vLLM's RPC channel")
                 self.stage.close()
