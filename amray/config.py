@@ -88,8 +88,7 @@ class TrainerConfig:
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """Collective backend: `gloo` (CPU), `nccl` (GPU) or `auto` (nccl when GPUs are given)."""
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
-    """Forward/backward dtype; auto: bfloat16 on a GPU or a CPU with AVX512-BF16/AMX, else float32.
-    Master weights, gradient reduction and optimizer state are float32 in every case."""
+    """Forward/backward dtype (auto: bf16 on a GPU or an AVX512-BF16/AMX CPU); masters stay float32."""
     lr: NonNegativeFloat = 1e-6
     weight_decay: NonNegativeFloat = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -103,18 +102,14 @@ class TrainerConfig:
     packing: bool = True
     """Rows laid end to end, attention kept inside each (no padding); false: right-padded rows."""
     share_prompts: bool = True
-    """With packing: rows that repeat the same prompt (a GRPO group's samples) are laid out as the
-    prompt once, then each response, which sees the prompt and its own past only; the same
-    logprobs and gradients with the prompt computed once per micro-batch, not once per sample.
-    CPU learners only: a GPU's varlen attention kernel keeps rows one by one."""
+    """Packed, CPU: a group's prompt once per micro-batch, each response seeing it and its own past."""
     logprob_chunk_tokens: PositiveInt = 1024
     """Positions projected onto the vocabulary at once: bounds the [chunk, vocab] float32 logits."""
     gradient_checkpointing: bool = False
     num_cpus: NonNegativeFloat = 0.5
     num_gpus: NonNegativeFloat = 0.0
     resources: dict[str, float] = field(default_factory=dict)
-    """Custom Ray resources each learner rank needs (e.g. {learner_node: 1}): pins ranks to the
-    nodes that offer them. Ranks are placed by one placement group (PACK: as few nodes as fit)."""
+    """Custom Ray resources per rank (e.g. {learner_node: 1}); one PACK placement group for all ranks."""
     torch_threads: PositiveInt = 1
     seed: int = 0
 

@@ -131,8 +131,15 @@ def test_sync_falls_back_to_vllms_rpc_channel_when_the_memory_file_cannot_be_map
     cfg, cluster, train, _ = run
 
     def break_stage(engine):
-        # a process that does not exist: the worker's open of /proc/PID/fd/FD fails
-        engine.stage.write = lambda buffer: (2**22 + 1, 3, int(buffer.nbytes))
+        # the parts land in the file, but the worker is told a process that does not exist: its
+        # open of /proc/PID/fd/FD fails
+        write = engine.stage.write
+
+        def elsewhere(meta, parts):
+            (_, fd, n), intact = write(meta, parts)
+            return (2**22 + 1, fd, n), intact
+
+        engine.stage.write = elsewhere
         return engine.stage is not None
 
     assert ray.get([e.__ray_call__.remote(break_stage) for e in cluster.engines.actors]) == [True]
