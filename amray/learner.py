@@ -116,11 +116,12 @@ class LearnerRank:
         the *summed* loss (the token-mean's divisor is known only once every row has arrived).
         Returns the seconds it took (the driver reports training overlapped with generation)."""
         t0 = time.perf_counter()
-        packed, share = self.cfg.packing, self.share_prompts
-        plan = micro_batches([len(t) for t in batch.tokens], self.cfg.micro_batch_tokens, packed,
-                             prefixes(batch) if share else None) if len(batch) else []
+        packed = self.cfg.packing
+        shared = prefixes(batch) if self.share_prompts else None
+        plan = micro_batches([len(t) for t in batch.tokens], self.cfg.micro_batch_tokens, packed, shared) \
+            if len(batch) else []
         padding = self._all([len(plan)], dist.ReduceOp.MAX)[0] - len(plan)
-        mbs = itertools.chain((micro_batch(batch, idx, packed, self.device, share) for idx in plan),
+        mbs = itertools.chain((micro_batch(batch, idx, packed, self.device, shared) for idx in plan),
                               (empty_micro_batch(self.device) for _ in range(int(padding))))
         for mb in mbs:
             with self.saved_activations:

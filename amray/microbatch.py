@@ -133,16 +133,13 @@ def micro_batches(lengths: list[int], token_budget: int, packed: bool = True,
     return pack_plan(lengths, token_budget, shared) if packed else pad_plan(lengths, token_budget)
 
 
-def _layout(batch: TrainBatch, idx: list[int], share: bool) -> tuple[list[tuple[int, int, tuple[int, ...]]],
-                                                                      list[np.ndarray]]:
+def _layout(batch: TrainBatch, idx: list[int], shared: list[Prefix] | None) -> tuple[
+        list[tuple[int, int, tuple[int, ...]]], list[np.ndarray]]:
     """Packed layout of rows `idx`: segments (start, prompt length, rest lengths; a row alone is
     (start, length, ())) and, per row in `idx` order, where each of its positions lands."""
     units: dict[object, list[int]] = defaultdict(list)  # a prompt's rows, or a row alone
-    prompt: dict[object, int] = {}
-    for i, pre in zip(idx, prefixes(batch.select(idx)) if share else [None] * len(idx)):
-        key = pre if pre is not None else ("alone", i)
-        units[key].append(i)
-        prompt[key] = pre[0] if pre is not None else 0
+    for i in idx:
+        units[shared[i] if shared and shared[i] is not None else ("alone", i)].append(i)
     segments, where, offset = [], {}, 0
     for key, rows in units.items():
         if len(rows) == 1:
@@ -151,7 +148,7 @@ def _layout(batch: TrainBatch, idx: list[int], share: bool) -> tuple[list[tuple[
             where[rows[0]] = offset + np.arange(n)
             offset += n
             continue
-        n0 = prompt[key]
+        n0 = key[0]  # several rows share only a prompt: (length, tokens)
         rest_at = offset + n0
         for i in rows:
             rest = len(batch.tokens[i]) - n0
@@ -163,13 +160,13 @@ def _layout(batch: TrainBatch, idx: list[int], share: bool) -> tuple[list[tuple[
 
 
 def micro_batch(batch: TrainBatch, idx: list[int], packed: bool, device: torch.device,
-                share: bool = False) -> dict[str, torch.Tensor | int]:
+                shared: list[Prefix] | None = None) -> dict[str, torch.Tensor | int]:
     """Rows `idx` as model inputs (tokens, position_ids [B, L]; cu_seqlens when packed, and
-    `segments` where rows share their prompt) and, per trained token, predict / targets [N],
-    mask / sample_logprobs [N, 1], adv [N]."""
+    `segments` where rows share their prompt: `shared`, the `prefixes` of the batch's rows) and,
+    per trained token, predict / targets [N], mask / sample_logprobs [N, 1], adv [N]."""
     lengths = [len(batch.tokens[i]) for i in idx]
     if packed:
-        segments, where = _layout(batch, idx, share)
+        segments, where = _layout(batch, idx, shared)
         width = segments[-1][0] + segments[-1][1] + sum(segments[-1][2])
     else:
         segments, width = [], max(lengths)

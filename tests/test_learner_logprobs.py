@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from amray.batch import TrainBatch
 from amray.memory import SavedActivations
-from amray.microbatch import empty_micro_batch, micro_batch, policy_inputs
+from amray.microbatch import empty_micro_batch, micro_batch, policy_inputs, prefixes
 from amray.models import build_tiny_model
 from amray.policy import SDPA_VARLEN, Policy, chunked_token_logprobs, compute_dtype, register_sdpa_varlen
 
@@ -219,7 +219,7 @@ def test_shared_prompt_rows_give_each_rows_logprobs_and_gradients(model_dir, gro
     summed over a shared prompt once instead of per row differ in float32's last digits); a wrong
     mask, position or target moves logprobs by orders of magnitude more."""
     rows = list(range(len(groups)))
-    shared = micro_batch(groups, rows, True, torch.device("cpu"), share=True)
+    shared = micro_batch(groups, rows, True, torch.device("cpu"), prefixes(groups))
     alone = micro_batch(groups, rows, True, torch.device("cpu"))
     total = sum(len(t) for t in groups.tokens)
     assert alone["tokens"].shape == (1, total) and "segments" not in alone
@@ -248,7 +248,7 @@ def test_a_response_never_sees_another_samples_tokens(model_dir, groups):
     victim = next(i for i in rows if len(groups.tokens[i]) - prompt_of[i] == 20)
     changed = TrainBatch([t.copy() for t in groups.tokens], groups.loss_mask, groups.advantages)
     changed.tokens[victim][prompt_of[victim] + 3:] = 1
-    before, after = (policy(**policy_inputs(micro_batch(b, rows, True, torch.device("cpu"), share=True)))
+    before, after = (policy(**policy_inputs(micro_batch(b, rows, True, torch.device("cpu"), prefixes(b))))
                      .detach() for b in (groups, changed))
     owner = np.concatenate([np.full(int((m[1:] != 0).sum()), i) for i, m in zip(rows, groups.loss_mask)])
     moved = set(owner[(before - after).abs().numpy() > 1e-12].tolist())
@@ -258,7 +258,7 @@ def test_a_response_never_sees_another_samples_tokens(model_dir, groups):
 def test_shared_prompt_plans_keep_a_prompts_rows_together():
     """The plans cost a row sharing a prompt only its response where the prompt is already there:
     micro-batches of a group fit more rows, and ranks split groups rather than scatter prompts."""
-    from amray.microbatch import balance, pack_plan, prefixes
+    from amray.microbatch import balance, pack_plan
 
     prompts = [np.arange(40) + 10 * g for g in range(4)]
     tokens = [np.r_[p, np.arange(10 + 3 * s)] for p in prompts for s in range(4)]

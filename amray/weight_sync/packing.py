@@ -84,35 +84,39 @@ def layout(parts: list[PackedWeights]) -> dict:
     return {"names": names, "dtypes": dtypes, "shapes": shapes, "offsets": offsets, "nbytes": at}
 
 
+def _regions(meta: dict, part: PackedWeights) -> list[tuple[int, int, int, int, int]]:
+    """Where each tensor's rows of `part` go: (tensor index in `meta`, rows, offset in the part,
+    offset in the full layout, bytes)."""
+    where = {name: i for i, name in enumerate(meta["names"])}
+    rows = part.rows or [[0, _rows(s)] for s in part.shapes]
+    out = []
+    for name, off, (start, stop) in zip(part.names, part.offsets, rows):
+        i = where[name]
+        row = _row_bytes(meta, i)
+        out.append((i, stop - start, off, meta["offsets"][i] + start * row, (stop - start) * row))
+    return out
+
+
 def assemble(meta: dict, parts: list[PackedWeights], out: np.ndarray) -> bool:
     """Copy every part's rows into `out` (uint8, `meta["nbytes"]`) at their place in the full
     layout; every row of every tensor must come exactly once. Returns whether each part's bytes,
     read back from `out`, hash to what its packer computed."""
-    where = {name: i for i, name in enumerate(meta["names"])}
-    covered = [0] * len(where)
-    for part in parts:
-        rows = part.rows or [[0, _rows(s)] for s in part.shapes]
-        for name, off, (start, stop) in zip(part.names, part.offsets, rows):
-            i = where[name]
-            row = _row_bytes(meta, i)
-            dst = meta["offsets"][i] + start * row
-            out[dst:dst + (stop - start) * row] = part.buffer[off:off + (stop - start) * row]
-            covered[i] += stop - start
+    covered = [0] * len(meta["names"])
+    regions = [_regions(meta, part) for part in parts]
+    for part, part_regions in zip(parts, regions):
+        for i, rows, src, dst, n in part_regions:
+            out[dst:dst + n] = part.buffer[src:src + n]
+            covered[i] += rows
     missing = [meta["names"][i] for i, n in enumerate(covered) if n != _rows(meta["shapes"][i])]
     if missing:
         raise ValueError(f"the parts do not hold every row once of {missing[:5]}")
     intact = True
-    for part in parts:  # the bytes the engine will read, in the packer's order
-        if not part.hash:
-            continue
-        crc = 0
-        rows = part.rows or [[0, _rows(s)] for s in part.shapes]
-        for name, (start, stop) in zip(part.names, rows):
-            i = where[name]
-            row = _row_bytes(meta, i)
-            dst = meta["offsets"][i] + start * row
-            crc = zlib.crc32(memoryview(out[dst:dst + (stop - start) * row]), crc)
-        intact &= f"{crc:08x}-{part.nbytes:x}" == part.hash
+    for part, part_regions in zip(parts, regions):  # the bytes the engine will read, in the packer's order
+        if part.hash:
+            crc = 0
+            for _, _, _, dst, n in part_regions:
+                crc = zlib.crc32(memoryview(out[dst:dst + n]), crc)
+            intact &= f"{crc:08x}-{part.nbytes:x}" == part.hash
     return intact
 
 
