@@ -2,13 +2,16 @@
 (generate -> train, requests bound to engines round-robin), (b) balanced streaming, strictly
 on-policy, (c) asynchronous with grpo.max_staleness=1. Goals: (b) <= 0.6 x (a), (c) <= 0.5 x (a).
 
-    .venv/bin/python benchmarks/bench_long_tail.py [--steps 4] [--prompts 16] [--samples 4] [--median 32] [--sigma 1.2] [--cap 896]
+    .venv/bin/python benchmarks/bench_long_tail.py [--steps 4] [--prompts 16] [--samples 4] [--median 32] [--sigma 1.2] [--cap 896] [--per sample|prompt]
 
 Each request's max_tokens is drawn log-normally (ignore_eos, so it generates exactly that many):
-most are near the median, a few 10-30x longer. The prompts' expected lengths are given to the
-fleet as the difficulty ledger would. Two engines; on this 2-core machine the engines are pinned
-to core 0 and the learner ranks to core 1, so rollout and training imitate disaggregated GPUs
-(set --no-pin to leave placement to the OS). Reported: median seconds per step after the first,
+most are near the median, a few 10-30x longer. `--per sample` (the default) draws one length per
+request, so a group's samples differ as sampled responses do; `--per prompt` gives all samples of
+a prompt its one length (a long prompt's whole group is long, and trains last). The prompts'
+expected lengths (the mean of their samples') are given to the fleet as the difficulty ledger would.
+Two engines; on this 2-core machine the learner ranks have core 1 to themselves and everything
+else (engines, driver, reward workers, Ray) shares core 0, every thread pinned, so rollout and
+training imitate disaggregated GPUs (set --no-pin to leave placement to the OS). Reported: median seconds per step after the first,
 per mode, the ratios to (a), and each mode's time split and engine utilisation.
 
 Beside each goal, the limit that mode can reach on this workload, from (a)'s own split
@@ -44,14 +47,33 @@ def lengths_for(n: int, median: int, sigma: float, cap: int, seed: int) -> list[
     return [int(min(cap, max(2, round(x)))) for x in rng.lognormal(np.log(median), sigma, size=n)]
 
 
-def pin(pids: list[int], cpus: set[int]) -> None:
+def budgets(prompts: int, args: argparse.Namespace) -> list[list[int]]:
+    """Each prompt's samples' lengths: drawn one per sample, or one per prompt shared by its samples."""
+    k = args.samples
+    if args.per == "prompt":
+        return [[b] * k for b in lengths_for(prompts, args.median, args.sigma, args.cap, seed=0)]
+    flat = lengths_for(prompts * k, args.median, args.sigma, args.cap, seed=0)
+    return [flat[i * k:(i + 1) * k] for i in range(prompts)]
+
+
+def pin(learner_pids: list[int]) -> None:
+    """The learner ranks (and their children) alone on core 1; everything else this run started
+    (the driver, Ray's daemons, the engines and their vLLM processes, the reward workers) on core 0.
+    Every thread is moved: a process's affinity call moves only its main thread, and Ray's
+    event-loop thread (where vLLM's front end runs) and vLLM's I/O threads were already started."""
+    import os
+
     import psutil
 
-    for pid in pids:
+    learners = {p.pid for pid in learner_pids for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]}
+    driver = psutil.Process()
+    for proc in [driver, *driver.children(recursive=True)]:
         try:
-            proc = psutil.Process(pid)
-            for p in [proc, *proc.children(recursive=True)]:
-                p.cpu_affinity(sorted(cpus))
+            for t in proc.threads():
+                try:
+                    os.sched_setaffinity(t.id, {1} if proc.pid in learners else {0})
+                except OSError:
+                    pass  # a thread that ended meanwhile
         except psutil.Error:
             pass
 
@@ -77,20 +99,19 @@ def run_mode(name: str, overrides: list[str], args: argparse.Namespace, model_di
     init_ray(cfg)
     cluster = Cluster(cfg, model_dir)
     if args.pin:
-        pin([ray.get(a.__ray_call__.remote(lambda self: os.getpid())) for a in cluster.engines.actors], {0})
-        pin([ray.get(r.__ray_call__.remote(lambda self: os.getpid())) for r in cluster.learners.ranks], {1})
+        pin([ray.get(r.__ray_call__.remote(lambda self: os.getpid())) for r in cluster.learners.ranks])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     n = args.prompts * (args.steps + 2)
     rows = [{"id": f"q{i}", "source": "custom", "prompt": f"Write about topic {i}."} for i in range(n)]
     prompts = build_prompts(tokenizer, rows)
-    budget = lengths_for(n, args.median, args.sigma, args.cap, seed=0)
-    cluster.engines.expected_lengths = {f"q{i}": float(b) for i, b in enumerate(budget)}  # as the ledger would
+    budget = budgets(n, args)
+    cluster.engines.expected_lengths = {f"q{i}": sum(b) / len(b) for i, b in enumerate(budget)}  # as the ledger would
     real = cluster.engines.submit
 
-    def submit_with_budgets(requests):  # each prompt's samples generate exactly its drawn length
+    def submit_with_budgets(requests):  # each sample generates exactly its drawn length
         for r in requests:
             i = int(str(r.prompt.row["id"])[1:])
-            r.sampling = dict(r.sampling, max_tokens=budget[i], ignore_eos=True)
+            r.sampling = dict(r.sampling, max_tokens=budget[i][r.sample_index], ignore_eos=True)
         real(requests)
 
     cluster.engines.submit = submit_with_budgets
@@ -124,6 +145,8 @@ def main() -> None:
     ap.add_argument("--median", type=int, default=32, help="median response tokens")
     ap.add_argument("--sigma", type=float, default=1.2, help="log-normal sigma (1.2: ~3%% of prompts past 10x the median)")
     ap.add_argument("--cap", type=int, default=896, help="longest response (28x the median; the tiny model has 1024 positions)")
+    ap.add_argument("--per", choices=("sample", "prompt"), default="sample",
+                    help="one drawn length per request (default) or one per prompt, shared by its samples")
     ap.add_argument("--micro-batch-tokens", type=int, default=1024,
                     help="trainer.micro_batch_tokens; streamed learning sends a group's rows once this many per rank are scored")
     ap.add_argument("--modes", default=",".join(MODES))
@@ -133,7 +156,7 @@ def main() -> None:
     from amray.models import resolve_model
 
     model_dir = str(resolve_model(args.model))
-    budget = lengths_for(args.prompts * args.samples, args.median, args.sigma, args.cap, 0)
+    budget = [b for group in budgets(args.prompts * (args.steps + 2), args) for b in group]
     print(f"lengths: median {statistics.median(budget)}, max {max(budget)}, mean {statistics.mean(budget):.0f}")
     results = {name: run_mode(name, MODES[name], args, model_dir) for name in args.modes.split(",")}
     base = results.get("a_sync_round_robin", {}).get("step_s_median")
