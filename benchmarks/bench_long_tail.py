@@ -9,9 +9,11 @@ most are near the median, a few 10-30x longer. `--per sample` (the default) draw
 request, so a group's samples differ as sampled responses do; `--per prompt` gives all samples of
 a prompt its one length (a long prompt's whole group is long, and trains last). The prompts'
 expected lengths (the mean of their samples') are given to the fleet as the difficulty ledger would.
-Two engines; on this 2-core machine the learner ranks have core 1 to themselves and everything
-else (engines, driver, reward workers, Ray) shares core 0, every thread pinned, so rollout and
-training imitate disaggregated GPUs (set --no-pin to leave placement to the OS). Reported: median seconds per step after the first,
+Two engines; on this 2-core machine the engines (with their vLLM processes) are pinned to core 0
+and the learner ranks to core 1, every thread of them, so rollout and training imitate
+disaggregated GPUs; the driver, reward workers and Ray's daemons go on `--host-core` (1, beside the
+learners, by default: the streamed pipeline's driver starves beside busy engines; 0 slows
+training less). Set --no-pin to leave placement to the OS. Reported: median seconds per step after the first,
 per mode, the ratios to (a), and each mode's time split and engine utilisation.
 
 Beside each goal, the limit that mode can reach on this workload, from (a)'s own split
@@ -56,22 +58,26 @@ def budgets(prompts: int, args: argparse.Namespace) -> list[list[int]]:
     return [flat[i * k:(i + 1) * k] for i in range(prompts)]
 
 
-def pin(learner_pids: list[int]) -> None:
-    """The learner ranks (and their children) alone on core 1; everything else this run started
-    (the driver, Ray's daemons, the engines and their vLLM processes, the reward workers) on core 0.
-    Every thread is moved: a process's affinity call moves only its main thread, and Ray's
-    event-loop thread (where vLLM's front end runs) and vLLM's I/O threads were already started."""
+def pin(engine_pids: list[int], learner_pids: list[int], host_core: int) -> None:
+    """The engines (with their vLLM processes) on core 0, the learner ranks on core 1, and the rest
+    this run started (the driver, Ray's daemons, the reward workers) on `host_core`. Every thread
+    is moved: a process's affinity call moves only its main thread, and Ray's event-loop thread
+    (where vLLM's front end runs) and vLLM's I/O threads were already started."""
     import os
 
     import psutil
 
-    learners = {p.pid for pid in learner_pids for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]}
+    def tree(pids: list[int]) -> set[int]:
+        return {p.pid for pid in pids for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]}
+
+    engines, learners = tree(engine_pids), tree(learner_pids)
     driver = psutil.Process()
     for proc in [driver, *driver.children(recursive=True)]:
+        cpus = {0} if proc.pid in engines else {1} if proc.pid in learners else {host_core}
         try:
             for t in proc.threads():
                 try:
-                    os.sched_setaffinity(t.id, {1} if proc.pid in learners else {0})
+                    os.sched_setaffinity(t.id, cpus)
                 except OSError:
                     pass  # a thread that ended meanwhile
         except psutil.Error:
@@ -99,7 +105,8 @@ def run_mode(name: str, overrides: list[str], args: argparse.Namespace, model_di
     init_ray(cfg)
     cluster = Cluster(cfg, model_dir)
     if args.pin:
-        pin([ray.get(r.__ray_call__.remote(lambda self: os.getpid())) for r in cluster.learners.ranks])
+        pin([ray.get(a.__ray_call__.remote(lambda self: os.getpid())) for a in cluster.engines.actors],
+            [ray.get(r.__ray_call__.remote(lambda self: os.getpid())) for r in cluster.learners.ranks], args.host_core)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     n = args.prompts * (args.steps + 2)
     rows = [{"id": f"q{i}", "source": "custom", "prompt": f"Write about topic {i}."} for i in range(n)]
@@ -150,6 +157,8 @@ def main() -> None:
     ap.add_argument("--micro-batch-tokens", type=int, default=1024,
                     help="trainer.micro_batch_tokens; streamed learning sends a group's rows once this many per rank are scored")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--host-core", type=int, choices=(0, 1), default=1,
+                    help="the core of the driver, reward workers and Ray's daemons: 1 beside the learners (default), 0 beside the engines")
     ap.add_argument("--no-pin", dest="pin", action="store_false")
     ap.add_argument("--output", default="")
     args = ap.parse_args()
