@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--median", type=int, default=32, help="median response tokens")
-    ap.add_argument("--sigma", type=float, default=1.2, help="log-normal sigma (1.2: ~3%% of prompts past 10x the median)")
+    ap.add_argument("--sigma", type=float, default=1.2, help="log-normal sigma (1.2: ~3%% of lengths past 10x the median)")
     ap.add_argument("--cap", type=int, default=896, help="longest response (28x the median; the tiny model has 1024 positions)")
     ap.add_argument("--per", choices=("sample", "prompt"), default="sample",
                     help="one drawn length per request (default) or one per prompt, shared by its samples")
