@@ -162,3 +162,32 @@ def test_a_killed_reward_router_is_replaced_and_its_rows_sent_again(run) -> None
     rollout, m = grpo.step()
     assert cluster.rewards.router_restarts >= 1
     assert m["reward/error_frac"] == 0.0 and m["rollout/samples"] == 32
+
+
+def test_a_request_an_engine_cannot_run_is_retried_then_named_and_the_engines_live_on(run) -> None:
+    cfg, cluster, prompts = run
+    pool = cluster.engines
+    restarts = pool.restarts
+    bad = Request(prompts[0], "bad", 0, dict(pool.sampling(), temperature=-1.0))  # vLLM rejects it
+    with pytest.raises(RuntimeError, match="failed 4 times.*temperature"):
+        drain(pool, [bad])
+    assert pool.restarts == restarts  # a request's own fault is not an engine's
+    pool.queue.clear()
+    good = [Request(p, f"after{i}", 0, dict(pool.sampling(), max_tokens=2)) for i, p in enumerate(prompts[:4])]
+    assert drain(pool, good) == {r.key: 1 for r in good}
+
+
+def test_an_engine_refusing_for_stale_weights_is_replaced_and_its_requests_land_elsewhere(run) -> None:
+    cfg, cluster, prompts = run
+    pool = cluster.engines
+    restarts = pool.restarts
+    ray.get(pool.actors[1].__ray_call__.remote(lambda self: setattr(self, "version", -1)))  # as a failed sync leaves it
+    sampling = dict(pool.sampling(), max_tokens=2)
+    requests = [Request(p, f"stale{i}", s, sampling) for i, p in enumerate(prompts[:4]) for s in range(2)]
+    landed = drain(pool, requests)
+    assert landed == {r.key: 1 for r in requests}
+    assert pool.restarts == restarts + 1
+    deadline = time.monotonic() + 240
+    while any(s.state != "ready" for s in pool.slots) and time.monotonic() < deadline:
+        pool.step(0.5)  # the replacement starts and loads the current weights
+    assert pool.weight_versions() == [pool.version] * 2

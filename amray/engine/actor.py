@@ -1,6 +1,9 @@
 """The rollout engine: vLLM's async engine inside a Ray actor.
 
 Public protocol (all the fleet uses):
+    submit([(dispatch id, prompt_ids, sampling, group_id, sample_index, min_version), ...])  start them
+    poll(timeout_s) -> [(dispatch id, Sample | exception), ...]   what finished since the last poll
+    abort(dispatch_ids)                                              stop requests the fleet gave up on
     generate(prompt_ids, sampling, group_id, sample_index, min_version) -> Sample   one sample, when it finishes
     sequence_logprobs(token_ids, start, temperature)                  -> np.ndarray  logprob of each token from `start` on
     info(), weight_version(), slow_down(seconds) (a test hook)
@@ -92,6 +95,9 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         self.backend = f"vllm {vllm.__version__}"
         self.running = 0
         self.delay_s = 0.0
+        self.tasks: dict = {}  # dispatch id -> its generation task (submit / poll / abort)
+        self.finished: list = []
+        self.landed = asyncio.Event()
         self.init_object_store_side()
 
     def info(self) -> dict:
@@ -134,6 +140,45 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         ids = np.asarray(comp.token_ids, dtype=np.int64)
         lps = np.asarray([entry[tok].logprob for tok, entry in zip(comp.token_ids, comp.logprobs)], dtype=np.float32)
         return Sample(group_id, sample_index, ids, lps, comp.text, comp.finish_reason or "abort", version)
+
+    async def submit(self, batch: list[tuple]) -> None:
+        """Start generating each (dispatch id, prompt_ids, sampling, group_id, sample_index,
+        min_version); `poll` returns them as they finish."""
+        for did, *args in batch:
+            self.tasks[did] = asyncio.ensure_future(self._run(did, *args))
+
+    async def _run(self, did, *args) -> None:
+        try:
+            result = await self.generate(*args)
+        except asyncio.CancelledError:
+            return
+        except StaleWeights as e:
+            result = e
+        except Exception as e:  # noqa: BLE001 - handed to the fleet, which retries it elsewhere
+            result = RuntimeError(f"{type(e).__name__}: {e}")  # vLLM's own may not pickle
+        finally:
+            self.tasks.pop(did, None)
+        self.finished.append((did, result))
+        self.landed.set()
+
+    async def poll(self, timeout_s: float) -> list:
+        """(dispatch id, Sample or the exception it raised) of each request finished since the
+        last poll; waits up to `timeout_s` for the first."""
+        if not self.finished:
+            try:
+                await asyncio.wait_for(self.landed.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        out, self.finished = self.finished, []
+        self.landed.clear()
+        return out
+
+    async def abort(self, dispatch_ids: list) -> None:
+        """Stop these requests (the fleet gave up on them: overdue); vLLM frees their slots."""
+        for did in dispatch_ids:
+            task = self.tasks.pop(did, None)
+            if task is not None:
+                task.cancel()
 
     async def sequence_logprobs(self, token_ids: list[int], start: int = 1, temperature: float = 1.0) -> np.ndarray:
         """Logprob of token_ids[i] given token_ids[:i] for i >= start, scored by the served weights."""
