@@ -59,8 +59,7 @@ class RolloutConfig:
     outstanding work (tokens in flight or expected), a group's samples to the same engine while
     that does not unbalance (prefix-cache reuse). `round_robin`: bound to engines in turn at submit."""
     max_inflight: NonNegativeInt = 0
-    """Requests one engine runs at once (balanced dispatch holds the rest until an engine frees up);
-    0: the engine's own limit (vLLM's max_num_seqs)."""
+    """Requests one engine runs at once (balanced dispatch holds the rest); 0: vLLM's max_num_seqs."""
     longest_first: bool = True
     """Hand out the longest predicted requests first (difficulty ledger lengths, else a running mean)."""
     threads: NonNegativeInt = 0
@@ -128,15 +127,16 @@ class GRPOConfig:
     zero_truncated: bool = True
     """Responses cut at max_tokens get zero advantage (AM-Thinking stage 1)."""
     pipeline: Literal["sync", "stream"] = "stream"
-    """`stream`: a group's micro-batches go to the learners (forward/backward, gradients
-    accumulate) as soon as its samples are scored, while other groups still generate; one
-    optimizer step after the last group. `sync`: generate everything, then train."""
+    """`stream`: a group's micro-batches go to the learners (gradients accumulate) once its samples
+    are scored, while others still generate; the update after the last. `sync`: generate, then train."""
     max_staleness: NonNegativeInt = 0
-    """0: strictly on-policy (AM-Thinking). k >= 1: engines generate the next k steps' samples
-    while the current step trains; every sample is at most k weight versions old, corrected by a
-    truncated importance weight against vLLM's sampling logprobs."""
+    """0: strictly on-policy (AM-Thinking). k >= 1: engines generate the next k steps' samples while
+    one trains, each at most k weight versions old, importance-weighted against vLLM's logprobs."""
     is_truncation: PositiveFloat = 2.0
-    """Cap of the importance weight pi_theta / pi_behaviour in the asynchronous mode."""
+    """Cap of the importance weight pi_theta / pi_behaviour (max_staleness >= 1, updates_per_batch > 1)."""
+    updates_per_batch: PositiveInt = 1
+    """1: one optimizer update per step's batch (AM-Thinking; the PPO ratio is 1, the clip idle).
+    k > 1: k mini-batch updates, the clip binding against vLLM's sampling logprobs (the old policy)."""
 
 
 @dataclass

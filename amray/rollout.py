@@ -105,6 +105,10 @@ class RolloutStream:
     def launched(self, key: str) -> bool:
         return key in self.scorings
 
+    def groups(self, key: str) -> int:
+        """How many groups rollout `key` has (one per prompt)."""
+        return len(self.scorings[key].size)
+
     def collect(self, key: str, on_samples: Callable[[int], None] | None = None,
                 on_group: Callable[[Group], None] | None = None) -> Rollout:
         """Run the fleet until every group of rollout `key` is scored; its Rollout. `on_group` gets

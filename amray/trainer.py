@@ -7,8 +7,9 @@
 
 Pipelines (grpo.pipeline, grpo.max_staleness): `stream` trains each group as soon as it is scored
 while the others generate, `sync` generates everything first; both are strictly on-policy (one
-optimizer update per batch). With max_staleness=k >= 1 the engines generate the next k steps'
-rollouts while a step trains (samples at most k weight versions old, importance-corrected).
+optimizer update per batch; grpo.updates_per_batch=k splits it into k, PPO-style). With
+max_staleness=k >= 1 the engines generate the next k steps' rollouts while a step trains
+(samples at most k weight versions old, importance-corrected).
 (SFT warm start: amray/sft.py; evaluation tasks: amray/evaluation/harness.py.)
 """
 
@@ -59,8 +60,9 @@ class GRPO:
             for ahead in range(self.steps + 1, self.steps + g.max_staleness + 1):
                 self._launch(ahead)
             loss = GRPOLoss(g.clip_eps_low, g.clip_eps_high, g.kl_coef, self.sampling["temperature"],
-                            is_cap=g.is_truncation if g.max_staleness else 0.0)
-            update = Update(self.cluster.learners, loss, self.cfg, streamed=g.pipeline == "stream")
+                            is_cap=g.is_truncation if g.max_staleness or g.updates_per_batch > 1 else 0.0)
+            update = Update(self.cluster.learners, loss, self.cfg, streamed=g.pipeline == "stream",
+                            groups=self.rollouts.groups(str(self.steps)))
             rollout = self.rollouts.collect(str(self.steps), on_group=update.add)
             staleness = self._check_staleness(rollout)
             with timer("train"):
@@ -91,15 +93,21 @@ class GRPO:
 
 
 class Update:
-    """One optimizer update. Streamed: each group's rows go to the learners as soon as it is
-    scored, gradients accumulating while other groups still generate; the step itself waits for
+    """A step's optimizer update(s). Streamed: each group's rows go to the learners as soon as it
+    is scored, gradients accumulating while other groups still generate; the step itself waits for
     the last group. Groups go at once while the learners are idle, and are gathered up to a
     micro-batch per rank while they are busy (bigger micro-batches, fewer calls). The token-mean
     stays exact: ranks add up the gradient of the summed loss and divide once by the global token
-    count."""
+    count. With grpo.updates_per_batch=k the `groups` of the step are split into k mini-batches of
+    (nearly) equal group counts, each ended by its own update (its own token-mean); streamed, in
+    the order groups are scored, so which groups share a mini-batch depends on timing; `sync`, in
+    prompt order."""
 
-    def __init__(self, learners, loss: GRPOLoss, cfg: Config, streamed: bool) -> None:
+    def __init__(self, learners, loss: GRPOLoss, cfg: Config, streamed: bool, groups: int = 0) -> None:
         self.learners, self.loss, self.cfg, self.streamed = learners, loss, cfg, streamed
+        k = max(1, min(cfg.grpo.updates_per_batch, groups))
+        self.ends = [round(i * groups / k) for i in range(1, k)]  # groups after which an update comes
+        self.updates: list[list[ray.ObjectRef]] = []  # each ended mini-batch's finish_update refs
         self.groups: list[Group] = []
         self.advantages: dict[str, np.ndarray] = {}
         self.buffered: list[Group] = []
@@ -119,7 +127,11 @@ class Update:
             self.buffered.append(group)
             prompts = 1 if self.learners.share_prompts else len(group.samples)  # copies the learners compute
             self.buffered_tokens += prompts * len(group.prompt.token_ids) + int(group.response_lengths.sum())
-            if self.buffered_tokens >= self.flush_tokens or self._learners_idle():
+            if len(self.groups) in self.ends:  # a mini-batch is complete: its update, then the next begins
+                self._flush()
+                self.updates.append(self.learners.finish_update(wait=False))
+                self.learners.begin_update()
+            elif self.buffered_tokens >= self.flush_tokens or self._learners_idle():
                 self._flush()
 
     def _learners_idle(self) -> bool:
@@ -142,16 +154,26 @@ class Update:
             refs = self.learners.finish_update(wait=False)
         else:
             overlapped = []
-            self.learners.begin_update()
-            self.refs = self.learners.accumulate(Rollout(self.groups).train_batch(self.advantages), self.loss)
-            refs = self.learners.finish_update(wait=False)
+            for a, b in zip([0, *self.ends], [*self.ends, len(self.groups)]):
+                self.learners.begin_update()
+                self.refs += self.learners.accumulate(Rollout(self.groups[a:b]).train_batch(self.advantages), self.loss)
+                self.updates.append(self.learners.finish_update(wait=False))
+            refs = self.updates.pop()
         rollouts.run_while(refs + self.refs)
         seconds = ray.get(self.refs)  # every rank's forward/backward time, per call
         ranks = self.cfg.trainer.num_workers
         self.timing = {"time/train_overlapped_s": float(np.sum(ray.get(overlapped))) / ranks if overlapped else 0.0,
                        "time/train_compute_s": float(np.sum(seconds)) / ranks,
                        "time/train_after_generate_s": time.perf_counter() - t_end_gen}
-        return ray.get(refs[0])
+        return combined([ray.get(r)[0] for r in self.updates] + [ray.get(refs)[0]])
+
+
+def combined(updates: list[dict[str, float]]) -> dict[str, float]:
+    """A step's training metrics from its updates' (rank 0's): token-weighted means, the tokens
+    summed, the last learning rate, and how many updates there were."""
+    tokens = sum(u["tokens"] for u in updates)
+    means = {k: sum(u[k] * u["tokens"] for u in updates) / max(tokens, 1.0) for k in updates[0] if k not in ("tokens", "lr")}
+    return {**means, "tokens": tokens, "lr": updates[-1]["lr"], "updates": float(len(updates))}
 
 
 def grpo_step(cfg: Config, cluster: Cluster, prompts: list[Prompt]) -> tuple[Rollout, dict[str, float]]:
@@ -206,8 +228,10 @@ def run_grpo(cfg: Config, cluster: Cluster, sampler: PromptSampler, logger: Metr
 
 
 def start_grpo(cfg: Config, cluster: Cluster, sampler: PromptSampler | None) -> GRPO:
-    """A fresh GRPO run: the learners' optimizer and LR schedule set for `grpo.steps` updates."""
-    cluster.learners.configure(cfg.trainer.lr, cfg.grpo.steps, cfg.trainer.warmup_steps, cfg.trainer.min_lr_ratio)
+    """A fresh GRPO run: the learners' optimizer and LR schedule set for `grpo.steps` x
+    `grpo.updates_per_batch` updates (warmup counted in steps too)."""
+    k = cfg.grpo.updates_per_batch
+    cluster.learners.configure(cfg.trainer.lr, cfg.grpo.steps * k, cfg.trainer.warmup_steps * k, cfg.trainer.min_lr_ratio)
     return GRPO(cfg, cluster, sampler)
 
 
@@ -335,7 +359,7 @@ def step_metrics(rollout: Rollout, advantages: np.ndarray, train: dict, seconds:
         "fault/reward_retries": float(sum(max(0, i.get("tries", 1) - 1) for i in rollout.reward_infos)),
         "goodput/useful_samples_per_hour": useful * 3600.0 / max(step_s, 1e-9),
         "train/loss": train["loss"], "train/grad_norm": train["grad_norm"], "train/lr": train["lr"],
-        "train/clip_frac": train["clip_frac"], "train/kl": train["kl"],
+        "train/clip_frac": train["clip_frac"], "train/kl": train["kl"], "train/updates": train.get("updates", 1.0),
         "train/tokens_per_s": float(train["tokens"] / max(seconds.get("time/train_compute_s", seconds["time/train_s"]), 1e-9)),
         "time/generate_s": rollout.generate_s, "time/reward_s": rollout.reward_wait_s, **seconds,
         **rollout.stats, **({"async/is_clipped_frac": train["is_clipped_frac"]} if "is_clipped_frac" in train else {}),

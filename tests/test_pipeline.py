@@ -102,6 +102,46 @@ def test_streamed_update_equals_the_batched_update(model_dir: str) -> None:
         rows.shutdown()
 
 
+def test_k_updates_per_batch_are_k_successive_updates_clipped_against_the_sampling_policy(model_dir: str) -> None:
+    """grpo.updates_per_batch=2, streamed and sync: the two mini-batches' updates equal two
+    train_steps on the halves, the second one's PPO ratio taken against the sampling logprobs."""
+    from amray.trainer import Update
+
+    cfg = config("grpo.updates_per_batch=2")
+    init_ray(cfg)
+    rollout = synthetic_rollout(2)
+    advantages = rollout_advantages(rollout)
+    loss = GRPOLoss(temperature=1.0, is_cap=cfg.grpo.is_truncation)  # as GRPO.step builds it for k > 1
+
+    class Rollouts:  # what Update.finish needs of a RolloutStream
+        @staticmethod
+        def run_while(refs) -> None:
+            ray.wait(refs, num_returns=len(refs))
+
+    groups = [LearnerGroup(model_dir, cfg.trainer) for _ in range(3)]
+    try:
+        for lg in groups:
+            lg.configure(1e-2, 10)
+        start = packed_weights(groups[0])
+        manual = [groups[0].train_step(Rollout(half).train_batch(advantages), loss)
+                  for half in (rollout.groups[:2], rollout.groups[2:])]
+        moved = packed_weights(groups[0]) - start
+        assert manual[1]["clip_frac"] > 0  # the sampling logprobs are not the policy's: the clip binds
+        for lg, streamed in zip(groups[1:], (True, False)):
+            update = Update(lg, loss, cfg, streamed=streamed, groups=len(rollout.groups))
+            for g in rollout.groups:
+                update.add(g)
+            m = update.finish(Rollouts())
+            assert m["updates"] == 2 and m["tokens"] == sum(x["tokens"] for x in manual)
+            assert m["clip_frac"] == pytest.approx(
+                sum(x["clip_frac"] * x["tokens"] for x in manual) / m["tokens"], rel=1e-4)
+            other = packed_weights(lg) - start
+            assert np.linalg.norm(other - moved) < 1e-3 * np.linalg.norm(moved), streamed
+    finally:
+        for lg in groups:
+            lg.shutdown()
+
+
 def test_the_asynchronous_loss_is_the_on_policy_loss_when_the_behaviour_policy_is_current() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 5, requires_grad=True)
@@ -179,6 +219,13 @@ def test_async_mode_keeps_every_sample_within_its_staleness(cluster, model_dir) 
         assert m["async/staleness_max"] <= 1 and m["mode/max_staleness"] == 1
         assert 0.0 <= m["async/is_clipped_frac"] <= 1.0 and m["rollout/samples"] == 64
     assert max(ages) == 1 and min(ages) == 0  # the next step's samples were generated during training
+
+
+def test_a_step_with_updates_per_batch_makes_that_many_updates(cluster, model_dir) -> None:
+    cfg, c = cluster
+    grpo = GRPO(config("grpo.updates_per_batch=2"), c, PromptSampler(custom_prompts(model_dir), seed=3))
+    _, m = grpo.step()
+    assert m["train/updates"] == 2 and m["rollout/samples"] == 64
 
 
 def test_a_streamed_update_sends_groups_at_once_to_idle_learners_and_gathers_them_while_busy() -> None:
