@@ -1,6 +1,7 @@
-"""Streamed rollouts: every sample is its own engine request, handed out by the engine fleet as
-engines have room, and goes to the reward pool the moment it lands, while the other samples
-are still generating; a group is complete (and can be trained on) once its last sample is scored.
+"""Streamed rollouts: every sample is its own request of the engine fleet, handed out as engines
+have room, and goes to the reward pool the moment it lands, while other samples are still
+generating (a group's samples handed out together to one engine run as one vLLM request of n and
+land together); a group is complete (and can be trained on) once its last sample is scored.
 """
 
 from __future__ import annotations

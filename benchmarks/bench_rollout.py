@@ -85,7 +85,8 @@ def main() -> None:
 
 
 class Direct:
-    """The same engine in this process: AsyncLLM, n samples per prompt, logprobs on."""
+    """The same engine in this process: AsyncLLM, n samples per prompt, logprobs on, each
+    sample's text decoded."""
 
     @classmethod
     async def start(cls, model_dir, cfg, samples, sampling) -> Direct:
@@ -97,7 +98,10 @@ class Direct:
 
         self = cls()
         self.llm = AsyncLLM.from_engine_args(engine_args(model_dir, cfg))
-        self.params = SamplingParams(n=samples, logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY, **sampling)
+        # as the engine actor asks (no stop strings: text decoded once per sample, not per token)
+        self.params = SamplingParams(n=samples, logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY,
+                                     detokenize=bool(sampling.get("stop")), **sampling)
+        self.tokenizer = self.llm.get_tokenizer()
         return self
 
     async def run(self, prompts) -> int:
@@ -105,6 +109,8 @@ class Direct:
             final = None
             async for out in self.llm.generate({"prompt_token_ids": p.token_ids}, self.params, uuid.uuid4().hex):
                 final = out
+            texts = [self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in final.outputs]
+            assert all(isinstance(t, str) for t in texts)
             return sum(len(c.token_ids) for c in final.outputs)
 
         return sum(await asyncio.gather(*[one(p) for p in prompts]))

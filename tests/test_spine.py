@@ -64,6 +64,29 @@ def test_engine_samples_carry_tokens_text_logprobs_and_finish_reason(run):
     assert again.token_ids.tolist() == sample.token_ids.tolist()  # seeded sampling is reproducible
 
 
+def test_text_decoded_once_at_the_end_equals_vllms_own_detokenization(run):
+    """Without stop strings the engine skips vLLM's per-token detokenization and decodes each
+    sample's text once; with stop strings vLLM detokenizes as it goes. Same tokens, same text."""
+    _, cluster, train, _ = run
+    greedy = dict(cluster.engines.sampling(temperature=0.0), max_tokens=24)
+    plain = cluster.engines.run([Request(p, f"d{i}", 0, greedy) for i, p in enumerate(train[:6])])
+    vllm = cluster.engines.run([Request(p, f"v{i}", 0, dict(greedy, stop=["<never>"])) for i, p in enumerate(train[:6])])
+    for a, b in zip(plain, vllm):
+        assert a.token_ids.tolist() == b.token_ids.tolist()
+        assert a.text == b.text and a.text
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_a_groups_samples_sent_together_come_back_as_distinct_samples(run):
+    """The engine runs a group's samples handed out together as one vLLM request of n."""
+    _, cluster, train, _ = run
+    sampling = dict(cluster.engines.sampling(temperature=1.0), max_tokens=8)
+    out = cluster.engines.run([Request(train[1], "n8", s, sampling) for s in range(8)])
+    assert [x.sample_index for x in out] == list(range(8)) and {x.group_id for x in out} == {"n8"}
+    assert len({tuple(x.token_ids.tolist()) for x in out}) > 1  # 8 samples, not one copied
+    assert all(len(x.logprobs) == len(x.token_ids) > 0 for x in out)
+
+
 def test_an_engine_runs_its_model_in_one_vllm_process(run):
     """On CPU vLLM would give a one-rank model a worker process beside its engine core; amray
     runs the worker inside the engine core (one_process_engine): one spawn fewer per engine."""

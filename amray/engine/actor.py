@@ -14,6 +14,7 @@ store) and vLLM's weight-transfer protocol (nccl / ipc).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import uuid
@@ -113,18 +114,27 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
 
     async def generate(self, prompt_ids: list[int], sampling: dict, group_id: str = "", sample_index: int = 0,
                        min_version: int | None = None) -> Sample:
-        """Generate one response; `sampling` holds vLLM SamplingParams fields (n is always 1:
-        the driver asks for each sample separately so each can be scored the moment it lands).
-        A request for weights at least `min_version` is refused by an engine serving older ones
-        (its sync failed); a newer version is fine (a sync landed while the request was queued)."""
+        """Generate one response; `sampling` holds vLLM SamplingParams fields (but n: the fleet's
+        `submit` sets it for a group's samples handed out together). A request for weights at
+        least `min_version` is refused by an engine serving older ones (its sync failed); a newer
+        version is fine (a sync landed while the request was queued)."""
+        return (await self._generate(prompt_ids, sampling, group_id, [sample_index], min_version))[0]
+
+    async def _generate(self, prompt_ids: list[int], sampling: dict, group_id: str, indices: list[int],
+                        min_version: int | None) -> list[Sample]:
+        """len(indices) samples of one prompt as one vLLM request (n of them: its prompt processed once)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         if min_version is not None and self.version < min_version:
             raise StaleWeights(f"engine serves weight version {self.version}, the request needs {min_version}")
         # FINAL_ONLY: one output when the request finishes, not one per token (a cumulative output
-        # per token costs this actor's event loop O(length) each, for every request in flight)
-        params = SamplingParams(n=1, logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY, **sampling)
+        # per token costs this actor's event loop O(length) each, for every request in flight).
+        # Without stop strings vLLM need not detokenize as it goes (nor decode each sampled token
+        # for its logprob entry, most of this process's work): the text is decoded once at the end.
+        detokenize = bool(sampling.get("stop"))
+        params = SamplingParams(n=len(indices), logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY,
+                                detokenize=detokenize, **sampling)
         self.running += 1
         try:
             if self.delay_s:
@@ -136,29 +146,43 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
                 final = out
         finally:
             self.running -= 1
-        comp = final.outputs[0]
-        ids = np.asarray(comp.token_ids, dtype=np.int64)
-        lps = np.asarray([entry[tok].logprob for tok, entry in zip(comp.token_ids, comp.logprobs)], dtype=np.float32)
-        return Sample(group_id, sample_index, ids, lps, comp.text, comp.finish_reason or "abort", version)
+        samples = []
+        for index, comp in zip(indices, sorted(final.outputs, key=lambda c: c.index)):
+            ids = np.asarray(comp.token_ids, dtype=np.int64)
+            lps = np.asarray([entry[tok].logprob for tok, entry in zip(comp.token_ids, comp.logprobs)], dtype=np.float32)
+            text = comp.text if detokenize else self.llm.get_tokenizer().decode(
+                comp.token_ids, skip_special_tokens=sampling.get("skip_special_tokens", True))
+            samples.append(Sample(group_id, index, ids, lps, text, comp.finish_reason or "abort", version))
+        return samples
 
     async def submit(self, batch: list[tuple]) -> None:
         """Start generating each (dispatch id, prompt_ids, sampling, group_id, sample_index,
-        min_version); `poll` returns them as they finish."""
-        for did, *args in batch:
-            self.tasks[did] = asyncio.ensure_future(self._run(did, *args))
+        min_version); `poll` returns them as they finish. Samples of one group with the same
+        sampling (and no per-request seed) go to vLLM as one request of n: its prompt is processed
+        once, and they finish together, as the group is complete only with its last sample anyway."""
+        runs: dict = {}
+        for did, prompt_ids, sampling, group_id, index, min_version in batch:
+            key = did if "seed" in sampling else (group_id, min_version, json.dumps(sampling, sort_keys=True, default=str))
+            runs.setdefault(key, [prompt_ids, sampling, group_id, [], min_version, []])
+            runs[key][3].append(index)
+            runs[key][5].append(did)
+        for prompt_ids, sampling, group_id, indices, min_version, dids in runs.values():
+            task = asyncio.ensure_future(self._run(dids, prompt_ids, sampling, group_id, indices, min_version))
+            self.tasks.update(dict.fromkeys(dids, task))
 
-    async def _run(self, did, *args) -> None:
+    async def _run(self, dids: list, *args) -> None:
         try:
-            result = await self.generate(*args)
+            results = await self._generate(*args)
         except asyncio.CancelledError:
             return
         except StaleWeights as e:
-            result = e
+            results = [e] * len(dids)
         except Exception as e:  # noqa: BLE001 - handed to the fleet, which retries it elsewhere
-            result = RuntimeError(f"{type(e).__name__}: {e}")  # vLLM's own may not pickle
+            results = [RuntimeError(f"{type(e).__name__}: {e}")] * len(dids)  # vLLM's own may not pickle
         finally:
-            self.tasks.pop(did, None)
-        self.finished.append((did, result))
+            for did in dids:
+                self.tasks.pop(did, None)
+        self.finished += zip(dids, results)
         self.landed.set()
 
     async def poll(self, timeout_s: float) -> list:
