@@ -81,7 +81,13 @@ def test_a_groups_samples_sent_together_come_back_as_distinct_samples(run):
     """The engine runs a group's samples handed out together as one vLLM request of n."""
     _, cluster, train, _ = run
     sampling = dict(cluster.engines.sampling(temperature=1.0), max_tokens=8)
+
+    def requests() -> int:
+        return sum(ray.get([e.__ray_call__.remote(lambda self: self.vllm_requests) for e in cluster.engines.actors]))
+
+    before = requests()
     out = cluster.engines.run([Request(train[1], "n8", s, sampling) for s in range(8)])
+    assert requests() == before + 1
     assert [x.sample_index for x in out] == list(range(8)) and {x.group_id for x in out} == {"n8"}
     assert len({tuple(x.token_ids.tolist()) for x in out}) > 1  # 8 samples, not one copied
     assert all(len(x.logprobs) == len(x.token_ids) > 0 for x in out)

@@ -96,6 +96,7 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         self.backend = f"vllm {vllm.__version__}"
         self.running = 0
         self.delay_s = 0.0
+        self.vllm_requests = 0  # requests made of vLLM (a group's samples sent together are one)
         self.tasks: dict = {}  # dispatch id -> its generation task (submit / poll / abort)
         self.finished: list = []
         self.landed = asyncio.Event()
@@ -136,6 +137,7 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         params = SamplingParams(n=len(indices), logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY,
                                 detokenize=detokenize, **sampling)
         self.running += 1
+        self.vllm_requests += 1
         try:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
