@@ -4,7 +4,6 @@ Public protocol (all the fleet uses):
     submit([(dispatch id, prompt_ids, sampling, group_id, sample_index, min_version), ...])  start them
     poll(timeout_s) -> [(dispatch id, Sample | exception), ...]   what finished since the last poll
     abort(dispatch_ids)                                              stop requests the fleet gave up on
-    generate(prompt_ids, sampling, group_id, sample_index, min_version) -> Sample   one sample, when it finishes
     sequence_logprobs(token_ids, start, temperature)                  -> np.ndarray  logprob of each token from `start` on
     info(), weight_version(), slow_down(seconds) (a test hook)
 plus the engine side of each weight-sync backend (amray/weight_sync): `load_weights` (object
@@ -113,17 +112,12 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         """Test hook: every request waits this long before it starts (an overloaded engine)."""
         self.delay_s = seconds
 
-    async def generate(self, prompt_ids: list[int], sampling: dict, group_id: str = "", sample_index: int = 0,
-                       min_version: int | None = None) -> Sample:
-        """Generate one response; `sampling` holds vLLM SamplingParams fields (but n: the fleet's
-        `submit` sets it for a group's samples handed out together). A request for weights at
-        least `min_version` is refused by an engine serving older ones (its sync failed); a newer
-        version is fine (a sync landed while the request was queued)."""
-        return (await self._generate(prompt_ids, sampling, group_id, [sample_index], min_version))[0]
-
     async def _generate(self, prompt_ids: list[int], sampling: dict, group_id: str, indices: list[int],
                         min_version: int | None) -> list[Sample]:
-        """len(indices) samples of one prompt as one vLLM request (n of them: its prompt processed once)."""
+        """len(indices) samples of one prompt as one vLLM request (n of them: its prompt processed
+        once); `sampling` holds vLLM SamplingParams fields but n. A request for weights at least
+        `min_version` is refused by an engine serving older ones (its sync failed); a newer
+        version is fine (a sync landed while the request was queued)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -148,11 +142,11 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
                 final = out
         finally:
             self.running -= 1
-        samples = []
+        samples, tokenizer = [], None if detokenize else self.llm.get_tokenizer()
         for index, comp in zip(indices, sorted(final.outputs, key=lambda c: c.index)):
             ids = np.asarray(comp.token_ids, dtype=np.int64)
             lps = np.asarray([entry[tok].logprob for tok, entry in zip(comp.token_ids, comp.logprobs)], dtype=np.float32)
-            text = comp.text if detokenize else self.llm.get_tokenizer().decode(
+            text = comp.text if detokenize else tokenizer.decode(
                 comp.token_ids, skip_special_tokens=sampling.get("skip_special_tokens", True))
             samples.append(Sample(group_id, index, ids, lps, text, comp.finish_reason or "abort", version))
         return samples
@@ -162,13 +156,13 @@ class RolloutEngine(ObjectStoreEngineSide, VLLMTransferEngineSide):
         min_version); `poll` returns them as they finish. Samples of one group with the same
         sampling (and no per-request seed) go to vLLM as one request of n: its prompt is processed
         once, and they finish together, as the group is complete only with its last sample anyway."""
-        runs: dict = {}
+        runs: dict = {}  # one vLLM request each: (its arguments, sample indices, dispatch ids)
         for did, prompt_ids, sampling, group_id, index, min_version in batch:
             key = did if "seed" in sampling else (group_id, min_version, json.dumps(sampling, sort_keys=True, default=str))
-            runs.setdefault(key, [prompt_ids, sampling, group_id, [], min_version, []])
-            runs[key][3].append(index)
-            runs[key][5].append(did)
-        for prompt_ids, sampling, group_id, indices, min_version, dids in runs.values():
+            _, indices, dids = runs.setdefault(key, ((prompt_ids, sampling, group_id, min_version), [], []))
+            indices.append(index)
+            dids.append(did)
+        for (prompt_ids, sampling, group_id, min_version), indices, dids in runs.values():
             task = asyncio.ensure_future(self._run(dids, prompt_ids, sampling, group_id, indices, min_version))
             self.tasks.update(dict.fromkeys(dids, task))
 
