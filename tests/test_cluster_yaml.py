@@ -166,6 +166,10 @@ class SetupRun:
         try:
             self.home.mkdir()
             (self.home / "amray").symlink_to(ROOT)
+            for conf in (".pip/pip.conf", ".config/pip/pip.conf"):  # this machine's package indexes, as a node's own
+                if (Path.home() / conf).is_file():
+                    (self.home / conf).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(Path.home() / conf, self.home / conf)
             start = time.monotonic()
             for command in prepared()["head_setup_commands"]:
                 run = subprocess.run(["bash", "-c", command.replace("install.sh --gpu", "install.sh --cpu")], cwd=self.home,
@@ -196,9 +200,9 @@ def test_setup_commands_install_amray_into_a_fresh_venv() -> None:
         setup.thread.join(timeout=1500)
         assert not setup.thread.is_alive(), "the setup commands did not finish in 25 minutes"
         assert setup.error is None, repr(setup.error)
-        assert [command for command, _ in setup.runs] == commands
-        for command, run in setup.runs:
+        for command, run in setup.runs:  # a failing command's own output first: it says why
             assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-3000:])
+        assert [command for command, _ in setup.runs] == commands
         home = setup.home
         python = home / "amray-venv" / "bin" / "python"
         check = subprocess.run([str(python), "-c", "import amray, boto3, ray, torch, vllm; assert torch.version.cuda is None; "
