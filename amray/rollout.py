@@ -33,8 +33,9 @@ def requests_for(prompts: list[Prompt], n: int, sampling: dict, seed: int | None
 
 
 class Scoring:
-    """Samples in, scored groups out: each landed sample is sent to the reward pool at once, and a
-    group is complete when its last sample is scored."""
+    """Samples in, scored groups out: landed samples are sent to the reward pool at once, a group's
+    samples that land together in one call (each row is still scored on its own), and a group is
+    complete when its last sample is scored."""
 
     def __init__(self, rewards: RewardPool, requests: list[Request]) -> None:
         self.rewards = rewards
@@ -43,27 +44,30 @@ class Scoring:
         for r in requests:
             self.size[r.group_id] = self.size.get(r.group_id, 0) + 1
             self.prompts[r.group_id] = r.prompt
-        self.pending: dict = {}  # reward ref -> sample
+        self.pending: dict = {}  # reward ref -> its samples
         self.scored: dict[str, dict[int, tuple[Sample, dict]]] = {gid: {} for gid in self.size}
         self.groups: dict[str, Group] = {}
         self.total, self.landed = len(requests), 0
         self.seen: set[tuple[str, int]] = set()
 
-    def add(self, sample: Sample) -> None:
-        if (sample.group_id, sample.sample_index) in self.seen:
-            return  # every sample counts exactly once
-        self.seen.add((sample.group_id, sample.sample_index))
-        self.landed += 1
-        row = dict(self.prompts[sample.group_id].row, response=sample.text)
-        self.pending[self.rewards.submit(row)] = sample
+    def add(self, samples: list[Sample]) -> None:
+        fresh = []
+        for sample in samples:
+            if (sample.group_id, sample.sample_index) not in self.seen:  # every sample counts exactly once
+                self.seen.add((sample.group_id, sample.sample_index))
+                fresh.append(sample)
+        if fresh:
+            self.landed += len(fresh)
+            rows = [dict(self.prompts[s.group_id].row, response=s.text) for s in fresh]
+            self.pending[self.rewards.submit_many(rows)] = fresh
 
     def poll(self, timeout_s: float = 0.0) -> None:
-        for ref, result in self.rewards.poll(list(self.pending), timeout_s):
-            sample = self.pending.pop(ref)
-            done = self.scored[sample.group_id]
-            done[sample.sample_index] = (sample, {"reward": result.reward, "info": result.info})
-            if len(done) == self.size[sample.group_id]:
-                self._group(sample.group_id)
+        for ref, results in self.rewards.poll(list(self.pending), timeout_s):
+            for sample, result in zip(self.pending.pop(ref), results, strict=True):
+                done = self.scored[sample.group_id]
+                done[sample.sample_index] = (sample, {"reward": result.reward, "info": result.info})
+                if len(done) == self.size[sample.group_id]:
+                    self._group(sample.group_id)
 
     def _group(self, gid: str) -> Group:
         done = self.scored[gid]
@@ -129,8 +133,7 @@ class RolloutStream:
         while not scoring.complete:
             if not scoring.generated:
                 landed = self.engines.step(0.02 if self._scoring_pending() else 0.05)
-                for _, sample in landed:
-                    self.owner[sample.group_id].add(sample)
+                self._score([sample for _, sample in landed])
                 if on_samples is not None and landed:
                     on_samples(sum(1 for _, x in landed if self.owner[x.group_id] is scoring))
             elif generate_s is None:
@@ -154,10 +157,20 @@ class RolloutStream:
             if not self.engines.busy:
                 ray.wait(refs, num_returns=len(refs))
                 return
-            for _, sample in self.engines.step(0.05):
-                self.owner[sample.group_id].add(sample)
+            self._score([sample for _, sample in self.engines.step(0.05)])
             for scoring in self.scorings.values():
                 scoring.poll(0.0)
+
+    def _score(self, samples: list[Sample]) -> None:
+        """Landed samples to their rollout's scoring: one reward call per group (its samples land
+        together when they ran as one request of n). Never one call for several groups: a batch
+        resolves as a whole, and a slow row (a sandboxed test run) would hold back the others'
+        groups, while a group waits for its last row anyway."""
+        by_group: dict[str, list[Sample]] = {}
+        for sample in samples:
+            by_group.setdefault(sample.group_id, []).append(sample)
+        for gid, batch in by_group.items():
+            self.owner[gid].add(batch)
 
     def _scoring_pending(self) -> bool:
         return any(s.pending for s in self.scorings.values())

@@ -266,3 +266,47 @@ def test_a_streamed_update_sends_groups_at_once_to_idle_learners_and_gathers_the
     learners.seconds = 0.0
     update.add(groups[3])  # free again: the three waiting groups go together
     assert learners.calls == [4, 12] and not update.buffered
+
+
+def test_landed_samples_go_to_the_rewards_one_call_per_group_and_each_counts_once() -> None:
+    """Samples that land together are scored in one call per group (a group's n samples of one
+    request land together), never several groups in one call (a batch resolves as a whole, so a
+    slow row would hold back another group); a sample landing twice is scored once."""
+    from amray.engine import Request
+    from amray.rewards.types import RewardResult
+    from amray.rollout import RolloutStream
+
+    class Rewards:
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []  # the responses of each submit_many call
+
+        def submit_many(self, rows: list[dict]) -> int:
+            self.calls.append([r["response"] for r in rows])
+            return len(self.calls) - 1
+
+        def poll(self, refs: list[int], timeout_s: float = 0.0) -> list:
+            return [(ref, [RewardResult(float(text.endswith("1")), {}) for text in self.calls[ref]]) for ref in refs]
+
+    class Engines:
+        def submit(self, requests) -> None:
+            pass
+
+        def stats(self) -> dict:
+            return {}
+
+    rewards = Rewards()
+    stream = RolloutStream(Engines(), rewards)
+    prompts = [Prompt({"id": f"p{i}"}, [1, 2, 3]) for i in range(2)]
+    stream.launch("s", prompts, 3, {})
+    scoring = stream.scorings["s"]
+    gids = list(scoring.size)
+
+    def sample(g: int, s: int) -> Sample:
+        return Sample(gids[g], s, np.array([5], np.int64), np.zeros(1, np.float32), f"{g}.{s}", "stop", 0)
+
+    stream._score([sample(0, 0), sample(1, 0), sample(0, 1), sample(0, 2)])
+    stream._score([sample(0, 1), sample(1, 1), sample(1, 2)])  # 0.1 again: counted once
+    assert rewards.calls == [["0.0", "0.1", "0.2"], ["1.0"], ["1.1", "1.2"]]
+    scoring.poll()
+    assert scoring.complete and scoring.landed == 6
+    assert [scoring.groups[gid].rewards.tolist() for gid in gids] == [[0.0, 1.0, 0.0]] * 2

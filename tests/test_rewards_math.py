@@ -166,3 +166,23 @@ def test_pool_scores_mixed_sources_in_order(pool: RewardPool) -> None:
     rows = [_math_rows(2)[1], {"id": "q", "source": "mcq", "response": "Answer: B", "answer": "B"}, code, _math_rows(1)[0]]
     results = pool.score_many(rows)
     assert [r.reward for r in results] == [1.0, 1.0, 1.0 if shutil.which("bwrap") else 0.0, 0.0]
+
+
+def test_a_batch_is_one_call_whose_rows_are_scored_apart_and_outlive_the_router(pool: RewardPool) -> None:
+    """submit_many: the rows of one call still go to the free workers one by one (two hung rows
+    hold the two workers side by side, not one after the other), and a router killed meanwhile is
+    replaced with the whole batch sent again."""
+    tower = {"id": "tower", "source": "math", "response": POWER_TOWER, "answer": "1"}
+    rows = [tower, tower, *_math_rows(12)]
+    start = time.monotonic()
+    results = pool.result(pool.submit_many(rows))
+    assert [r.reward for r in results] == [0.0, 0.0] + [0.0 if i % 3 == 0 else 1.0 for i in range(12)]
+    assert [r.info["error"] for r in results[:2]] == ["timeout after 2 s"] * 2
+    assert time.monotonic() - start < 3.5  # one after the other would take two bounds (4 s)
+    restarts = pool.router_restarts
+    ref = pool.submit_many(rows[1:])  # in flight for the tower's bound
+    time.sleep(0.3)
+    ray.kill(pool._router)
+    results = pool.result(ref, timeout_s=60)
+    assert [r.reward for r in results] == [0.0] + [0.0 if i % 3 == 0 else 1.0 for i in range(12)]
+    assert pool.router_restarts == restarts + 1

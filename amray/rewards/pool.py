@@ -2,8 +2,10 @@
 
     pool = RewardPool(cfg.reward)
     ref = pool.submit(row)            # the moment a sample finishes generating
+    ref = pool.submit_many(rows)      # or the samples that landed together, in one call
     ...
-    result = pool.result(ref)         # a RewardResult; or pool.poll(refs) for those ready
+    result = pool.result(ref)         # a RewardResult (a list for submit_many); pool.poll(refs)
+                                      # for those ready
     pool.shutdown()
 
 Each worker scores one row at a time, and every row is time-bounded (config.timeout_s). Rows are
@@ -29,6 +31,7 @@ from amray.rewards import score_row
 from amray.rewards.config import RewardConfig
 from amray.rewards.types import RewardResult
 
+Scored = RewardResult | list[RewardResult]  # what a submission resolves to: one row's, or a batch's
 _WARMUP_ROW = {"id": "warmup", "source": "math", "response": "\\boxed{1}", "answer": "1"}
 
 
@@ -81,6 +84,11 @@ class RewardRouter:
         self.registered[name] = pickled
         await asyncio.gather(*[w.register.remote(name, pickled) for w in self.workers])
 
+    async def score_many(self, rows: list[dict]) -> list[dict]:
+        """Rows sent in one call (those that landed together): each still goes to the next free
+        worker on its own, bounded and retried as in `score`; the results in input order."""
+        return list(await asyncio.gather(*[self.score(row) for row in rows]))
+
     async def score(self, row: dict) -> dict:
         bound = self.config.timeout_s + self.config.hang_grace_s
         errors = []
@@ -129,21 +137,36 @@ class RewardPool:
             raise ValueError(f"reward.num_workers must be >= 1, got {self.config.num_workers}")
         self._router = None
         self._lock = threading.Lock()
-        self._rows: dict[ray.ObjectRef, dict] = {}  # in flight: the row behind each ref
+        self._rows: dict[ray.ObjectRef, dict | list[dict]] = {}  # in flight: the row(s) behind each ref
         self._alias: dict[ray.ObjectRef, ray.ObjectRef] = {}  # a ref -> the ref of its resubmission
         self._registered: dict[str, bytes] = {}  # reward functions registered from Python
         self.router_restarts = 0
 
     def submit(self, row: dict) -> ray.ObjectRef:
         """Queue one row for the next free worker; the ref resolves to {"reward", "info"}."""
+        return self._submit(row)
+
+    def submit_many(self, rows: list[dict]) -> ray.ObjectRef:
+        """Queue rows in one call to the router (each is still scored on its own, by the next free
+        worker); the ref resolves to their results in order. One call instead of one per row
+        spares the driver, the router and Ray's daemons a few milliseconds of CPU per row."""
+        return self._submit(list(rows))
+
+    def _submit(self, payload: dict | list[dict]) -> ray.ObjectRef:
         with self._lock:
             self._start()
-            ref = self._router.score.remote(row)
-            self._rows[ref] = row
+            ref = self._send(payload)
+            self._rows[ref] = payload
             return ref
 
-    def result(self, ref: ray.ObjectRef, timeout_s: float | None = None) -> RewardResult:
-        """Wait for one submitted row (a router that died meanwhile is replaced and the row sent again)."""
+    def _send(self, payload: dict | list[dict]) -> ray.ObjectRef:
+        if isinstance(payload, list):
+            return self._router.score_many.remote(payload)
+        return self._router.score.remote(payload)
+
+    def result(self, ref: ray.ObjectRef, timeout_s: float | None = None) -> Scored:
+        """Wait for one submission (a router that died meanwhile is replaced and the row(s) sent
+        again): a RewardResult, or for `submit_many` a list of them in order."""
         while True:
             current = self._current(ref)
             try:
@@ -152,10 +175,13 @@ class RewardPool:
                 self._router_died(current)
                 continue
             self._done(ref, current)
+            if isinstance(value, list):
+                return [RewardResult.from_dict(v) for v in value]
             return RewardResult.from_dict(value)
 
-    def poll(self, refs: list[ray.ObjectRef], timeout_s: float = 0.0) -> list[tuple[ray.ObjectRef, RewardResult]]:
-        """The submitted rows among `refs` that are scored now (waiting up to `timeout_s` for one)."""
+    def poll(self, refs: list[ray.ObjectRef], timeout_s: float = 0.0) -> list[tuple[ray.ObjectRef, Scored]]:
+        """The submissions among `refs` that are scored now (waiting up to `timeout_s` for one),
+        each with what `result` gives for it."""
         if not refs:
             return []
         current = {self._current(r): r for r in refs}
@@ -164,7 +190,7 @@ class RewardPool:
 
     def score_many(self, rows: list[dict]) -> list[RewardResult]:
         """Score rows concurrently; results in input order."""
-        return [self.result(ref) for ref in [self.submit(row) for row in rows]]
+        return self.result(self.submit_many(rows)) if rows else []
 
     def warmup(self) -> None:
         """Create the workers and their math children up front (first rows are then fast)."""
@@ -242,9 +268,9 @@ class RewardPool:
             for name, pickled in self._registered.items():
                 self._router.register.remote(name, pickled)
             self.router_restarts += 1
-            for ref, row in list(self._rows.items()):
+            for ref, payload in list(self._rows.items()):
                 if ref in self._alias:
                     continue
-                new = self._router.score.remote(row)
+                new = self._send(payload)
                 self._alias[ref] = new
                 self._rows[new] = self._rows.pop(ref)
