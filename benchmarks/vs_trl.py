@@ -33,10 +33,10 @@ per learner rank, averaged, i.e. the group's throughput). Ratios (> 1: amray fas
 pipeline, and sync over stream (what the overlap gained). Each step also records the 1-minute load
 average: on a shared machine, only ratios measured in one run mean much.
 
-How long: a smoke run (above) 10-15 minutes. A full run is hours on a 2-core machine, dominated by
-TRL's generation: HF `generate` took ~70 s to prefill 128 x 100 prompt tokens and ~6 s per decoding
-step at batch 128 (SmolLM2 fp32, measured 2026-11-27 on the shared 2-core machine), i.e. 25-30 min
-per step for generation alone, and its first full step had not ended after 51 min. Run it detached
+How long: a smoke run (above) 10-15 minutes. On the full workload one step of TRL fp32 took 870 s
+on the 2-core machine (generation 560 s: HF `generate` at batch 128) and one amray step 210-230 s
+(2026-11-28, `--steps 1 --warmup 0`); the defaults (3 steps, 7 runs) take hours. An earlier try
+(2026-11-27) had not ended TRL's first step after 51 min, cause unknown. Run it detached
 (`nohup ... &`); the summary is rewritten after each run, and `--resume` runs only what is missing.
 """
 
