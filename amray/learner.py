@@ -39,6 +39,7 @@ from amray.config import TrainerConfig
 from amray.memory import SavedActivations, peak_rss_bytes, reset_peak_rss, state_bytes
 from amray.microbatch import balance, empty_micro_batch, micro_batch, micro_batches, policy_inputs, prefixes
 from amray.policy import SDPA_VARLEN, Policy, attention_implementation, compute_dtype
+from amray.rayenv import cpu_allocator_env
 from amray.sharded_init import build_policy
 from amray.weight_sync.packing import PackedWeights, pack_shard, pack_weights
 
@@ -260,10 +261,8 @@ class LearnerGroup:
         self.group = placement({"CPU": cfg.num_cpus, "GPU": cfg.num_gpus, **cfg.resources}, n, "PACK",
                                "learner ranks", placement_timeout_s)
         opts = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "resources": cfg.resources}
-        if cfg.num_gpus == 0:
-            # glibc's moving mmap threshold keeps freed activation blocks on the heap, so a CPU rank's
-            # RSS ratchets up micro-batch by micro-batch (SmolLM2, 2048 tokens: 6.9 GB peak instead of 5.3)
-            opts["runtime_env"] = {"env_vars": {"MALLOC_MMAP_THRESHOLD_": str(1 << 16)}}
+        if cfg.num_gpus == 0:  # tcmalloc, or glibc told to return freed activations (rayenv.py)
+            opts["runtime_env"] = {"env_vars": cpu_allocator_env()}
         self.ranks = [LearnerRank.options(**opts, **in_bundle(self.group, r)).remote(r, n, model_dir, cfg, reference)
                       for r in range(n)]
         addr, port = ray.get(self.ranks[0].address.remote())
