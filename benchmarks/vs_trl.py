@@ -31,7 +31,8 @@ seconds. Learner tokens/s: prompt + response tokens of the batch / forward-backw
 per learner rank, averaged, i.e. the group's throughput). Ratios (> 1: amray faster): TRL's best
 (its fastest mode as released, so never `vllm_reload`) and `vllm_reload` against each amray
 pipeline, and sync over stream (what the overlap gained). Each step also records the 1-minute load
-average: on a shared machine, only ratios measured in one run mean much.
+average: on a shared machine, only ratios measured in one run mean much. TRL runs under the same
+memory allocator as amray's CPU learner ranks (tcmalloc where installed: `machine.trl_env`).
 
 How long: a smoke run (above) 10-15 minutes. On the full workload one step of TRL fp32 took 870 s
 on the 2-core machine (generation 560 s: HF `generate` at batch 128) and one amray step 210-230 s
@@ -138,6 +139,7 @@ def run_trl(args: argparse.Namespace, mode: str, model_dir: Path, rows_path: Pat
            "--micro-batch", str(args.micro_batch)]
     print(f"TRL {mode}: running (log: {log})", flush=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(trl_allocator())
     try:
         with log.open("w") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=args.trl_timeout)
@@ -148,6 +150,14 @@ def run_trl(args: argparse.Namespace, mode: str, model_dir: Path, rows_path: Pat
     run = json.loads(result.read_text())
     run["log"] = str(log)
     return run
+
+
+def trl_allocator() -> dict[str, str]:
+    """TRL trains under the allocator amray's CPU learner ranks get (tcmalloc where installed:
+    amray/rayenv.py), so the learner comparison is not an allocator comparison."""
+    from amray.rayenv import cpu_allocator_env
+
+    return {k: v for k, v in cpu_allocator_env().items() if k == "LD_PRELOAD"}
 
 
 def failure_reason(log: str, rc: int) -> str:
@@ -282,7 +292,8 @@ def write(out: Path, args: argparse.Namespace, runs: dict[str, dict], wall_s: fl
                      "max_tokens": args.max_tokens, "steps": args.steps, "warmup_steps": args.warmup,
                      "data": args.data, "temperature": 1.0, "kl": 0.0},
         "machine": {"cpus": os.cpu_count(), "amray_commit": git("rev-parse", "HEAD"),
-                    "amray_uncommitted_files": len(git("status", "--porcelain", "amray", "configs").splitlines())},
+                    "amray_uncommitted_files": len(git("status", "--porcelain", "amray", "configs").splitlines()),
+                    "trl_env": trl_allocator()},
         "trl_best": best, "ratios": ratios, "runs": runs, "wall_s": round(wall_s, 1),
     }
     out.write_text(json.dumps(summary, indent=2))

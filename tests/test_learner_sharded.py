@@ -4,6 +4,9 @@ untied head, rotary buffers and frozen reference included. bfloat16 compute keep
 
 from __future__ import annotations
 
+import ctypes.util
+import os
+
 import numpy as np
 import pytest
 import ray
@@ -18,6 +21,7 @@ from amray.grpo import GRPOLoss
 from amray.learner import LearnerGroup
 from amray.models import build_tiny_model
 from amray.plan import ModelShape
+from amray.rayenv import cpu_allocator_env
 from amray.weight_sync.packing import assemble, layout
 
 SEQUENCE = [7, 31, 200, 5, 99, 42, 42, 8, 150, 3, 61, 17]
@@ -97,6 +101,17 @@ def test_ranks_read_only_their_rows_and_hold_exactly_the_checkpoint(model_dir):
 def test_bfloat16_compute_keeps_float32_master_weights_and_optimizer_state(model_dir):
     learners = LearnerGroup(str(model_dir), trainer_config(dtype="bfloat16"))
     try:
+        # CPU ranks allocate under tcmalloc where it is installed (install.sh installs it; CI has
+        # it): glibc with a fixed mmap threshold made a SmolLM2 update 1.8x slower
+        env = cpu_allocator_env()
+        ranks = ray.get([r.__ray_call__.remote(lambda _: (dict(os.environ), open("/proc/self/maps").read()))
+                         for r in learners.ranks])
+        assert all(e.get(k) == v for e, _ in ranks for k, v in env.items())
+        chosen = "malloc" in os.environ.get("LD_PRELOAD", "")  # an allocator preloaded by whoever runs this
+        assert env or chosen
+        if ctypes.util.find_library("tcmalloc_minimal") and not chosen:
+            assert env == {"LD_PRELOAD": ctypes.util.find_library("tcmalloc_minimal")}
+            assert all("libtcmalloc_minimal" in maps for _, maps in ranks)
         assert [info["dtype"] for info in learners.setup_info] == ["bfloat16", "bfloat16"]
         bf16 = learners.sequence_logprobs(SEQUENCE, 1)
         fp32 = expected_logprobs(model_dir)
