@@ -34,9 +34,10 @@ pipeline, and sync over stream (what the overlap gained). Each step also records
 average: on a shared machine, only ratios measured in one run mean much. TRL runs under the same
 memory allocator as amray's CPU learner ranks (tcmalloc where installed: `machine.trl_env`).
 
-How long: a smoke run (above) 10-15 minutes. On the full workload one step of TRL fp32 took 870 s
-on the 2-core machine (generation 560 s: HF `generate` at batch 128) and one amray step 210-230 s
-(2026-11-28, `--steps 1 --warmup 0`); the defaults (3 steps, 7 runs) take hours. An earlier try
+How long: a smoke run (above) 10-15 minutes. On the full workload, under tcmalloc, a step of TRL
+fp32 took 430-505 s on the 2-core machine (generation 185-231 s: HF `generate` at batch 128; 870 s
+under glibc's allocator) and an amray step 164-179 s: `--steps 2 --warmup 1 --runs
+amray_sync,amray_stream,trl_fp32` took 35 minutes (2026-11-28); the defaults (3 steps, 7 runs) take hours. An earlier try
 (2026-11-27) had not ended TRL's first step after 51 min, cause unknown. Run it detached
 (`nohup ... &`); the summary is rewritten after each run, and `--resume` runs only what is missing.
 """
